@@ -1,0 +1,68 @@
+"""The `tadsr` command line: a thin Typer app.
+
+Each command lives in `tadsr_cli/commands/<name>.py` and exposes `register(app)`. Library code raises typed
+errors (`tadsr_cli.errors`); this module alone turns them into one-line messages and exit codes:
+0 ok, 1 some inputs failed, 2 usage/configuration error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from tadsr_cli import __version__
+from tadsr_cli.errors import TadsrError
+
+# Command modules, registered in this order (help lists them so).
+COMMAND_MODULES: tuple[str, ...] = (
+    "models",
+)
+
+app = typer.Typer(
+    name="tadsr",
+    help="One-step diffusion super-resolution (TAD-SR): upscale images and video x4, distill, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tadsr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    if debug:
+        os.environ["TADSR_DEBUG"] = "1"
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"tadsr_cli.commands.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    err = Console(stderr=True)
+    try:
+        app(args=argv, standalone_mode=True)
+    except TadsrError as exc:
+        if os.environ.get("TADSR_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
