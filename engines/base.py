@@ -1,0 +1,36 @@
+"""The engine boundary (DESIGN.md section 2): one-step inference on a batch of LQ tiles.
+
+An engine runs the whole one-step graph — bicubic x`scale`, encode, prior with the given noise, denoiser at
+`t = T-1`, decode — and returns HR tiles. Tiling, blending, colour and I/O stay outside (`tadsr_cli.pipeline`).
+Every backend must agree with the torch engine within a stated tolerance.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the tiler needs from a backend.
+
+    * `name`: backend name ("torch", "onnx", "tensorrt").
+    * `scale`: SR factor (4).
+    * `lq_multiple`: LQ tile height/width must be multiples of this.
+    * `latent_channels`: channels of the prior noise.
+
+    `run(lq, noise)`: `lq` is `[B, 3, h, w]` float32 in [-1, 1], `noise` is `[B, latent_channels, h, w]` float32 (the
+    tiles' slices of the global noise field); both may live on the CPU (the tiler passes host tensors). Returns
+    `[B, 3, scale*h, scale*w]` float32 in [-1, 1] *on the CPU*. `h` and `w` are multiples of `lq_multiple`.
+    Raises `torch.cuda.OutOfMemoryError` (or a `RuntimeError` mentioning "out of memory") when the batch does not
+    fit; the tiler then retries with smaller tiles.
+    """
+
+    name: str
+    scale: int
+    lq_multiple: int
+    latent_channels: int
+
+    def run(self, lq: Tensor, noise: Tensor) -> Tensor: ...

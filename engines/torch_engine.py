@@ -1,0 +1,161 @@
+"""The PyTorch engine: the reference backend (every other backend is checked against it)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tadsr_cli.errors import ConfigError, EngineUnavailableError, NumericalError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SAMPLERS = ("deterministic", "ancestral")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` -> cuda, else mps, else cpu. An explicitly requested device that is missing is an error."""
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r} (cpu, cuda, cuda:N, mps, auto)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EngineUnavailableError("device 'cuda' requested but no CUDA GPU is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise EngineUnavailableError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    elif dev.type == "mps":
+        if not _mps_available():
+            raise EngineUnavailableError("device 'mps' requested but Apple MPS is not available")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r} (cpu, cuda, cuda:N, mps, auto)")
+    return dev
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+class TorchEngine:
+    """Runs `DiffusionSR.one_step` (steps = 1, the student) or `DiffusionSR.sample` (steps = T, teacher mode).
+
+    Precision `bf16`/`fp16` runs under autocast; every output tile is checked for NaN/Inf (latent and image) and a
+    bad tile is recomputed in fp32, with one warning per engine. The ancestral teacher sampler draws its per-step
+    noise from a torch generator re-seeded with `seed` on every call (reproducible, but per tile: not from the
+    global noise field), so use the deterministic sampler for tiled comparisons.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: Any, device: str = "auto", precision: str = "fp32", steps: int = 1,
+                 sampler: str = "deterministic", seed: int = 0) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        total = int(model.schedule.steps)
+        if steps != 1 and steps != total:
+            raise ConfigError(
+                f"--steps must be 1 (one-step student) or {total} (the model's schedule, teacher sampling); got {steps}"
+            )
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        if self.device.type == "mps" and precision == "bf16":
+            raise EngineUnavailableError("bf16 is not supported on MPS; use fp16 or fp32")
+        self.steps = int(steps)
+        self.sampler = sampler
+        self.seed = int(seed)
+        self.model = model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.scale = int(model.scale)
+        self.lq_multiple = int(model.lq_multiple)
+        self.latent_channels = int(model.latent_channels)
+        self._warned = False
+
+    def __repr__(self) -> str:
+        return (f"TorchEngine(device={self.device}, precision={self.precision}, steps={self.steps}, "
+                f"sampler={self.sampler})")
+
+    # ------------------------------------------------------------------------------------------------------
+    def _forward(self, lq: Tensor, noise: Tensor, reduced: bool) -> tuple[Tensor, Tensor]:
+        """Returns (latent, image) for a batch; under autocast when `reduced`."""
+        model = self.model
+        with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=reduced):
+            if self.steps == 1:
+                model.check_size(lq)
+                z = model.one_step_latent(lq, noise)
+            else:
+                model.check_size(lq)
+                gen = None
+                if self.sampler == "ancestral":
+                    gen = torch.Generator(device=self.device).manual_seed(self.seed)
+                z = model.sample_latent(lq, noise, sampler=self.sampler, generator=gen)
+            img = model.decode(z)
+        return z, img
+
+    @staticmethod
+    def _finite(z: Tensor, img: Tensor) -> Tensor:
+        return torch.isfinite(z).flatten(1).all(1) & torch.isfinite(img).flatten(1).all(1)
+
+    def run(self, lq: Tensor, noise: Tensor) -> Tensor:
+        if lq.ndim != 4 or lq.shape[1] != 3:
+            raise ValueError(f"lq must be [B, 3, h, w], got {tuple(lq.shape)}")
+        if noise.shape[0] != lq.shape[0] or noise.shape[1] != self.latent_channels or noise.shape[2:] != lq.shape[2:]:
+            raise ValueError(
+                f"noise must be [B, {self.latent_channels}, h, w] matching lq {tuple(lq.shape)}, got {tuple(noise.shape)}"
+            )
+        lq = lq.to(self.device, torch.float32)
+        noise = noise.to(self.device, torch.float32)
+        reduced = self.precision != "fp32"
+        try:
+            with torch.inference_mode():
+                z, img = self._forward(lq, noise, reduced)
+                ok = self._finite(z, img)
+                if not bool(ok.all()):
+                    bad = (~ok).nonzero().flatten()
+                    if not reduced:
+                        raise NumericalError(f"the model produced NaN/Inf on {len(bad)} tile(s) in fp32")
+                    if not self._warned:
+                        self._warned = True
+                        msg = (f"{self.precision} produced NaN/Inf on {len(bad)} tile(s); recomputing them in fp32 "
+                               "(further occurrences are fixed silently)")
+                        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                        log.warning(msg)
+                    z32, img32 = self._forward(lq[bad], noise[bad], reduced=False)
+                    if not bool(self._finite(z32, img32).all()):
+                        raise NumericalError("the model produced NaN/Inf even in fp32")
+                    img = img.float().clone()
+                    img[bad] = img32.float()
+                return img.float().cpu()
+        except Exception as exc:
+            if _is_oom(exc) and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise
+
+
+def create(model: Any, *, device: str = "auto", precision: str = "fp32", steps: int = 1,
+           sampler: str = "deterministic", **opts: Any) -> TorchEngine:
+    seed = int(opts.pop("seed", 0))
+    if opts:
+        raise ConfigError(f"torch engine: unknown option(s) {sorted(opts)}")
+    return TorchEngine(model, device=device, precision=precision, steps=steps, sampler=sampler, seed=seed)

@@ -1,0 +1,181 @@
+"""Reading official checkpoints and saving/loading the project's own single-file models.
+
+Security: `.pth` files are read with `torch.load(weights_only=True)` only, so a file holding pickled code is
+refused. The project's own format is one `.safetensors` file whose metadata carries the full `ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from tadsr_cli.errors import CheckpointError
+from tadsr_cli.models.config import ModelConfig
+from tadsr_cli.pipeline.atomic import atomic_write_path
+
+FORMAT_NAME = "tadsr-model"
+FORMAT_VERSION = "1"
+# Buffers that are pure functions of the config: a checkpoint may or may not contain them.
+OPTIONAL_BUFFER_SUFFIXES: tuple[str, ...] = ("relative_position_index", "attn_mask")
+_WRAPPER_KEYS = ("state_dict", "model", "module", "params_ema", "params")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _strip_prefixes(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        changed = True
+        while changed:  # checkpoints from DDP + torch.compile carry both prefixes
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from `.safetensors` or `.pth`/`.pt`/`.ckpt` (weights only), unwrapping common wrappers."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                return _strip_prefixes({k: fh.get_tensor(k) for k in fh.keys()})
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused — the file holds pickled objects beyond plain tensors "
+            f"(only weights are loaded, never code): {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    for _ in range(3):  # unwrap {"state_dict": {...}} and similar, possibly nested
+        if isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors")
+    return _strip_prefixes(tensors)
+
+
+def _is_optional(key: str, optional_suffixes: Iterable[str]) -> bool:
+    return any(key.endswith(s) for s in optional_suffixes)
+
+
+def load_state_dict_strict(
+    module: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    what: str = "model",
+    optional_suffixes: Iterable[str] = OPTIONAL_BUFFER_SUFFIXES,
+) -> None:
+    """Load all weights or nothing; a mismatch names the missing/unexpected keys and shape errors (first few)."""
+    optional_suffixes = tuple(optional_suffixes)
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict and not _is_optional(k, optional_suffixes)]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if items:
+                more = f" (+{len(items) - 4} more)" if len(items) > 4 else ""
+                parts.append(f"{len(items)} {label}: {', '.join(items[:4])}{more}")
+        raise CheckpointError(f"{what} does not match the architecture — " + "; ".join(parts))
+    # Copy into the existing tensors; optional buffers absent from the file keep their computed values.
+    with torch.no_grad():
+        for key, target in expected.items():
+            if key in state_dict:
+                target.copy_(state_dict[key].to(dtype=target.dtype))
+
+
+def save_model(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Save a `DiffusionSR` as one `.safetensors` file with its `ModelConfig` in the metadata (atomic)."""
+    config: ModelConfig = model.config  # type: ignore[assignment]
+    tensors: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        if _is_optional(key, OPTIONAL_BUFFER_SUFFIXES):
+            continue  # recomputed from the config at load time
+        value = value.detach().to("cpu")
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[key] = value.contiguous().clone()  # safetensors refuses shared storage
+    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config.to_json()}
+    path = Path(path)
+    with atomic_write_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if meta.get("format") != FORMAT_NAME or "config" not in meta:
+        raise CheckpointError(
+            f"{path}: not a tadsr model file (no embedded config); official .pth checkpoints are "
+            "converted with `tadsr models pull` or `tadsr models convert`"
+        )
+    return ModelConfig.from_json(meta["config"])
+
+
+def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Build a `DiffusionSR` from a model file (config from the metadata) and load its weights strictly."""
+    from tadsr_cli.models.sr_model import DiffusionSR
+
+    config = read_model_config(path)
+    model = DiffusionSR(config)
+    load_state_dict_strict(model, read_state_dict(path), what=str(path))
+    return model.to(device).eval()
+
+
+def load_official(
+    config: ModelConfig,
+    denoiser_path: str | Path,
+    autoencoder_path: str | Path | None = None,
+) -> nn.Module:
+    """Assemble a `DiffusionSR` from released ResShift/SinSR denoiser and LDM VQ-f4 `.pth` files."""
+    from tadsr_cli.models.autoencoders import ldm_to_diffusers_vq
+    from tadsr_cli.models.sr_model import DiffusionSR
+
+    model = DiffusionSR(config)
+    load_state_dict_strict(model.denoiser, read_state_dict(denoiser_path), what=f"denoiser {denoiser_path}")
+    if config.autoencoder.kind == "vq":
+        if autoencoder_path is None:
+            raise CheckpointError("a VQ model needs the autoencoder checkpoint (autoencoder_vq_f4.pth)")
+        ldm = read_state_dict(autoencoder_path)
+        load_state_dict_strict(
+            model.autoencoder.vq, ldm_to_diffusers_vq(ldm), what=f"autoencoder {autoencoder_path}"
+        )
+    return model.eval()
