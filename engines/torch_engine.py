@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any
 
@@ -10,8 +9,6 @@ import torch
 from torch import Tensor
 
 from tadsr_cli.errors import ConfigError, EngineUnavailableError, NumericalError
-
-log = logging.getLogger(__name__)
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLERS = ("deterministic", "ancestral")
@@ -140,7 +137,6 @@ class TorchEngine:
                         msg = (f"{self.precision} produced NaN/Inf on {len(bad)} tile(s); recomputing them in fp32 "
                                "(further occurrences are fixed silently)")
                         warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                        log.warning(msg)
                     z32, img32 = self._forward(lq[bad], noise[bad], reduced=False)
                     if not bool(self._finite(z32, img32).all()):
                         raise NumericalError("the model produced NaN/Inf even in fp32")

@@ -19,7 +19,10 @@ from tadsr_cli.errors import TadsrError
 
 # Command modules, registered in this order (help lists them so).
 COMMAND_MODULES: tuple[str, ...] = (
+    "upscale",
     "models",
+    "eval",
+    "distill",
 )
 
 app = typer.Typer(

@@ -128,13 +128,17 @@ class ResShiftSchedule:
         elif tt.ndim != 1 or tt.shape[0] != batch:
             raise ValueError(f"timesteps must be a scalar or have shape [{batch}], got {tuple(tt.shape)}")
         # Range check only where it costs no device sync and does not break graph capture (export/compile).
-        if tt.device.type == "cpu" and tt.numel() and not torch.compiler.is_compiling():
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        if tt.device.type == "cpu" and tt.numel() and not tracing:
             lo, hi = int(tt.min()), int(tt.max())
             if lo < 0 or hi >= self.steps:
                 raise ValueError(f"timesteps must lie in [0, {self.steps - 1}], got {tt.tolist()}")
         return tt
 
     def _table(self, name: str, device: torch.device, dtype: torch.dtype) -> Tensor:
+        if torch.compiler.is_compiling():
+            # Never let a traced/fake tensor into the cache (torch.export, torch.compile).
+            return torch.tensor(self._tables[name].tolist(), dtype=dtype, device=device)
         key = (name, device, dtype)
         tab = self._cache.get(key)
         if tab is None:

@@ -91,7 +91,9 @@ def required_multiple(cfg: Any) -> int:
     get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
     levels = len(get("channel_mult"))
     multiple = 2 ** (levels - 1)
-    for level, window in _swin_windows(get("image_size"), get("window_size"), levels, get("attention_resolutions")):
+    for level, window in _swin_windows(
+        get("image_size"), get("window_size"), levels, get("attention_resolutions")
+    ):
         multiple = math.lcm(multiple, window * 2**level)
     return multiple
 
@@ -281,7 +283,9 @@ class UNetModelSwin(nn.Module):
         )
 
         emb_dim = 4 * model_channels
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = nn.Sequential(
+            nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
 
         # LQ conditioning: same size -> concatenated as is; larger (power-of-two ratio) -> strided conv stack.
         lq_channels = 0
@@ -293,7 +297,9 @@ class UNetModelSwin(nn.Module):
                 ratio = lq_size / image_size
                 n_down = round(math.log2(ratio)) if ratio > 0 else -1
                 if n_down < 1 or 2**n_down != ratio:
-                    raise ConfigError(f"lq_size / image_size must be a power of two >= 1, got {lq_size}/{image_size}")
+                    raise ConfigError(
+                        f"lq_size / image_size must be a power of two >= 1, got {lq_size}/{image_size}"
+                    )
                 layers: list[nn.Module] = []
                 c_in, c = 3, 16
                 for _ in range(n_down):
@@ -310,7 +316,9 @@ class UNetModelSwin(nn.Module):
             return ResBlock(c_in, emb_dim, dropout, c_out, use_scale_shift_norm=use_scale_shift_norm, **kw)
 
         ch = first_ch = int(channel_mult[0] * model_channels)
-        self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(in_channels + lq_channels, ch, 3, padding=1))])
+        self.input_blocks = nn.ModuleList(
+            [TimestepSequential(nn.Conv2d(in_channels + lq_channels, ch, 3, padding=1))]
+        )
         skip_chans = [ch]
         ds = image_size
         for level, mult in enumerate(channel_mult):
@@ -337,7 +345,9 @@ class UNetModelSwin(nn.Module):
                 if ds in attn_res and i == 0:
                     layers.append(swin(ch, ds))
                 if level and i == blocks[level]:
-                    layers.append(res(ch, ch, up=True) if resblock_updown else Upsample(ch, conv_resample, ch))
+                    layers.append(
+                        res(ch, ch, up=True) if resblock_updown else Upsample(ch, conv_resample, ch)
+                    )
                     ds *= 2
                 self.output_blocks.append(TimestepSequential(*layers))
 
@@ -356,6 +366,9 @@ class UNetModelSwin(nn.Module):
                 raise ValueError(
                     f"denoiser input {h_}x{w_} is not a multiple of {self._multiple} (pad the LQ, crop back)"
                 )
+        # Same fact for symbolic tracing (torch.export with dynamic height/width): no data-dependent branching.
+        torch._check(x.shape[-2] % self._multiple == 0)
+        torch._check(x.shape[-1] % self._multiple == 0)
         dtype = self.out[-1].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
         if lq is not None:

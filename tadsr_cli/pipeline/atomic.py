@@ -26,6 +26,10 @@ def atomic_write_path(dst: str | Path, suffix: str | None = None) -> Iterator[Pa
         raise OutputError(f"{folder}: cannot write here ({exc.strerror or exc})") from exc
     os.close(fd)
     tmp = Path(name)
+    # mkstemp creates 0600; give the final file the permissions a plain open() would (umask applies).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, dst)

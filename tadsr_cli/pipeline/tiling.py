@@ -56,12 +56,11 @@ def tile_starts(length: int, tile: int, overlap: int, multiple: int) -> list[int
     if tile >= length:
         return [0]
     span = length - tile  # a multiple of `multiple`
-    stride = max(multiple, tile - overlap)
+    stride = max(multiple, (tile - overlap) // multiple * multiple)  # the largest gap that keeps the overlap
     n = math.ceil(span / stride) + 1
-    starts = []
-    for i in range(n):
-        s = round(i * span / (n - 1) / multiple) * multiple
-        starts.append(min(s, span))
+    # Evenly spread, rounded down to the grid: consecutive gaps are at most ceil(span / (n-1)) <= stride.
+    q = span // multiple
+    starts = [(i * q // (n - 1)) * multiple for i in range(n)]
     return sorted(set(starts))
 
 

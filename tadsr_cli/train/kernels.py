@@ -63,7 +63,9 @@ def _normalise(kernel: np.ndarray) -> np.ndarray:
     return kernel / total
 
 
-def gaussian_kernel(kernel_size: int, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0) -> np.ndarray:
+def gaussian_kernel(
+    kernel_size: int, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0
+) -> np.ndarray:
     """Anisotropic Gaussian (isotropic when ``sigma_y`` is None or equals ``sigma_x``)."""
     q = quadratic_form(kernel_size, sigma_x, sigma_x if sigma_y is None else sigma_y, theta)
     return _normalise(np.exp(-0.5 * q))
@@ -79,7 +81,9 @@ def generalized_gaussian_kernel(
     return _normalise(np.exp(-0.5 * np.power(q, beta)))
 
 
-def plateau_kernel(kernel_size: int, sigma_x: float, sigma_y: float | None, theta: float, beta: float) -> np.ndarray:
+def plateau_kernel(
+    kernel_size: int, sigma_x: float, sigma_y: float | None, theta: float, beta: float
+) -> np.ndarray:
     """Plateau-shaped kernel ``1 / (1 + q^beta)``."""
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")

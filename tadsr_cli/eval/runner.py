@@ -1,0 +1,566 @@
+"""`tadsr eval` as a library: run methods over a folder of LQ images, measure, collect per-image results.
+
+A *method* is one of
+* a model at a number of steps, run through the same `Upscaler` (engine + tiles + noise field) as `tadsr upscale`;
+* a classical baseline: `bicubic` = OpenCV `INTER_CUBIC` (Keys cubic, a = -0.75) on float32 RGB in [0, 1],
+  `lanczos` = OpenCV `INTER_LANCZOS4` (8x8 Lanczos) on the same; outputs clipped to [0, 1];
+* ready outputs in a folder (`--sr NAME=DIR`), paired with the LQ images by file stem.
+Every output is quantised to 8 bits (as a saved PNG would be) before it is measured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from tadsr_cli import __version__
+from tadsr_cli.errors import CheckpointError, ConfigError, InputError, OutputError, TadsrError
+from tadsr_cli.eval import images as imio
+from tadsr_cli.eval.lpips_optional import LPIPSMetric
+from tadsr_cli.eval.niqe import PristineModel, load_pristine, niqe
+from tadsr_cli.eval.psnr_ssim import psnr, ssim
+from tadsr_cli.eval.stlpips import MetricUnavailable, STLPIPSMetric
+from tadsr_cli.eval.timing import Stopwatch, Throughput
+
+BASELINES: dict[str, int] = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+BASELINE_NOTES = {
+    "bicubic": "OpenCV INTER_CUBIC (a=-0.75) on float32 RGB in [0,1], clipped, 8-bit",
+    "lanczos": "OpenCV INTER_LANCZOS4 on float32 RGB in [0,1], clipped, 8-bit",
+}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    key: str
+    label: str
+    higher_is_better: bool
+    full_reference: bool
+    description: str
+
+
+METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo("psnr_y", "PSNR-Y", True, True, "dB, BT.601 Y (16-235), border crop = scale"),
+    MetricInfo("ssim_y", "SSIM-Y", True, True, "BT.601 Y, 11x11 Gaussian sigma 1.5, border crop = scale"),
+    MetricInfo("st_lpips", "ST-LPIPS", False, True, "shift-tolerant LPIPS, AlexNet (stlpips-pytorch vST0.0), full image"),
+    MetricInfo("lpips", "LPIPS", False, True, "LPIPS v0.1 AlexNet (lpips package), full image"),
+    MetricInfo("niqe", "NIQE", False, False, "no-reference, Y channel, 96x96 blocks, crop 0 (BasicSR settings)"),
+)
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+REPORT_FILES = ("report.json", "report.md", "figure.png")
+
+ProgressFn = Callable[[str, int, int], None]  # (method name, images done, images total)
+
+
+# ---- configuration ------------------------------------------------------------------------------------------------
+@dataclass
+class EvalConfig:
+    lq_dir: Path
+    out_dir: Path
+    gt_dir: Path | None = None
+    models: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)  # empty: each model's default
+    baselines: list[str] = field(default_factory=list)
+    sr_dirs: list[tuple[str, Path]] = field(default_factory=list)
+    device: str = "auto"
+    tile: int = 128
+    tile_overlap: int = 16
+    tile_batch: int = 4
+    seed: int = 0
+    limit: int | None = None
+    scale: int = 4
+    crop_border: int | None = None  # None: = scale
+    figure_images: int = 3
+    crop_size: int = 128  # HR pixels, per figure tile
+    save_sr: bool = False
+    use_lpips: bool = True
+    use_niqe: bool = True
+
+    @property
+    def border(self) -> int:
+        return self.scale if self.crop_border is None else self.crop_border
+
+    def validate(self) -> None:
+        if not (self.models or self.baselines or self.sr_dirs):
+            raise ConfigError("nothing to evaluate: give --model, --baseline or --sr NAME=DIR")
+        for b in self.baselines:
+            if b not in BASELINES:
+                raise ConfigError(f"unknown baseline {b!r}; choose from {', '.join(BASELINES)}")
+        if self.scale < 1:
+            raise ConfigError("--scale must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("--limit must be >= 1")
+        if any(s < 1 for s in self.steps):
+            raise ConfigError("--steps must be >= 1")
+        for name, folder in self.sr_dirs:
+            if not name:
+                raise ConfigError(f"--sr needs NAME=DIR, got '={folder}'")
+
+
+def parse_sr_option(text: str) -> tuple[str, Path]:
+    """`NAME=DIR` -> (name, path)."""
+    name, sep, folder = text.partition("=")
+    if not sep or not name.strip() or not folder.strip():
+        raise ConfigError(f"--sr expects NAME=DIR, got {text!r}")
+    return name.strip(), Path(folder.strip()).expanduser()
+
+
+def parse_baselines(values: list[str]) -> list[str]:
+    """`["bicubic,lanczos", "bicubic"]` -> `["bicubic", "lanczos"]` (validated, order kept, no repeats)."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            if name not in BASELINES:
+                raise ConfigError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    kind: str  # "model" | "baseline" | "sr"
+    model: str | None = None
+    steps: int | None = None
+    baseline: str | None = None
+    sr_dir: Path | None = None
+    model_file: str | None = None
+    model_sha256: str | None = None
+    device: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.kind == "model":
+            out.update(model=self.model, model_file=self.model_file, model_sha256=self.model_sha256,
+                       steps=self.steps, device=self.device)
+        elif self.kind == "baseline":
+            out.update(baseline=self.baseline, implementation=BASELINE_NOTES[self.baseline or ""])
+        else:
+            out.update(sr_dir=str(self.sr_dir))
+        return out
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "method"
+
+
+# ---- metrics -------------------------------------------------------------------------------------------------------
+class MetricSuite:
+    """Builds the metric networks once; `status[key]` is None when a metric runs, else the reason it does not."""
+
+    def __init__(self, device: torch.device, has_gt: bool, use_lpips: bool = True, use_niqe: bool = True) -> None:
+        self.status: dict[str, str | None] = {}
+        self.st: STLPIPSMetric | None = None
+        self.lp: LPIPSMetric | None = None
+        self.niqe_model: PristineModel | None = None
+        self.stlpips_weights: str | None = None
+        no_gt = "no ground truth (--gt) given"
+        self.status["psnr_y"] = None if has_gt else no_gt
+        self.status["ssim_y"] = None if has_gt else no_gt
+        if not has_gt:
+            self.status["st_lpips"] = no_gt
+        else:
+            try:
+                self.st = STLPIPSMetric(device=device)
+                self.stlpips_weights = str(self.st.weights_path)
+                self.status["st_lpips"] = None
+            except (MetricUnavailable, CheckpointError) as exc:
+                self.status["st_lpips"] = str(exc)
+        if not has_gt:
+            self.status["lpips"] = no_gt
+        elif not use_lpips:
+            self.status["lpips"] = "disabled (--no-lpips)"
+        else:
+            try:
+                self.lp = LPIPSMetric(device=device)
+                self.status["lpips"] = None
+            except MetricUnavailable as exc:
+                self.status["lpips"] = str(exc)
+        if not use_niqe:
+            self.status["niqe"] = "disabled (--no-niqe)"
+        else:
+            try:
+                self.niqe_model = load_pristine()
+                self.status["niqe"] = None
+            except InputError as exc:
+                self.status["niqe"] = str(exc)
+
+    def measure(self, sr: np.ndarray, gt: np.ndarray | None, border: int) -> tuple[dict[str, float | None], list[str]]:
+        values: dict[str, float | None] = {m.key: None for m in METRICS}
+        notes: list[str] = []
+        if gt is not None:
+            values["psnr_y"] = psnr(sr, gt, crop_border=border)
+            values["ssim_y"] = ssim(sr, gt, crop_border=border)
+            for key, fn in (("st_lpips", self.st), ("lpips", self.lp)):
+                if fn is None:
+                    continue
+                try:
+                    values[key] = fn(sr, gt)
+                except RuntimeError as exc:  # e.g. an image too small for the network's padding
+                    notes.append(f"{key}: {exc}")
+        if self.niqe_model is not None:
+            try:
+                values["niqe"] = niqe(sr, crop_border=0, model=self.niqe_model)
+            except InputError as exc:
+                notes.append(f"niqe: {exc}")
+        return values, notes
+
+
+# ---- results -------------------------------------------------------------------------------------------------------
+@dataclass
+class ImageRecord:
+    image: str
+    method: str
+    width: int
+    height: int
+    metrics: dict[str, float | None]
+    seconds: float | None = None
+    cropped_to_gt: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def megapixels_per_second(self) -> float | None:
+        if self.seconds is None or self.seconds <= 0:
+            return None
+        return self.width * self.height / 1e6 / self.seconds
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": self.image, "method": self.method, "width": self.width, "height": self.height}
+        out.update({k: _finite_or_none(v) for k, v in self.metrics.items()})
+        out["seconds"] = self.seconds
+        out["megapixels_per_s"] = self.megapixels_per_second
+        out["cropped_to_gt"] = self.cropped_to_gt
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+
+@dataclass
+class FigureRow:
+    stem: str
+    box: tuple[int, int, int]  # y, x, size in HR pixels
+    lq: np.ndarray  # nearest-upsampled LQ crop, uint8
+    gt: np.ndarray | None = None
+    methods: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    config: EvalConfig
+    methods: list[MethodSpec]
+    pairing: imio.Pairing
+    metric_status: dict[str, str | None]
+    records: list[ImageRecord] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    missing_sr: dict[str, list[str]] = field(default_factory=dict)
+    extra_sr: dict[str, list[str]] = field(default_factory=dict)
+    figure_rows: list[FigureRow] = field(default_factory=list)
+    versions: dict[str, Any] = field(default_factory=dict)
+    stlpips_weights: str | None = None
+    started: str = ""
+    elapsed_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+    def means(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for method in self.methods:
+            recs = [r for r in self.records if r.method == method.name]
+            row: dict[str, Any] = {"images": len(recs)}
+            for m in METRICS:
+                vals = [r.metrics.get(m.key) for r in recs]
+                vals = [v for v in vals if v is not None and math.isfinite(v)]
+                row[m.key] = float(np.mean(vals)) if vals else None
+                row[f"{m.key}_n"] = len(vals)
+            tp = Throughput()
+            for r in recs:
+                if r.seconds is not None:
+                    tp.add(r.seconds, r.height, r.width)
+            row["seconds_per_image"] = tp.seconds_per_image
+            row["megapixels_per_s"] = tp.megapixels_per_second
+            row["errors"] = sum(1 for e in self.errors if e.get("method") == method.name)
+            row["missing"] = len(self.missing_sr.get(method.name, []))
+            out[method.name] = row
+        return out
+
+
+def _finite_or_none(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def collect_versions(device: torch.device) -> dict[str, Any]:
+    def dist(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    out: dict[str, Any] = {
+        "tadsr": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "stlpips-pytorch": dist("stlpips-pytorch"),
+        "lpips": dist("lpips"),
+        "cuda": torch.version.cuda,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    return out
+
+
+# ---- running -------------------------------------------------------------------------------------------------------
+def baseline_upscale(lq: np.ndarray, kind: str, scale: int) -> np.ndarray:
+    """float32 RGB [0, 1] out, `scale` times larger."""
+    x = imio.to_float01(lq)
+    h, w = x.shape[:2]
+    out = cv2.resize(x, (w * scale, h * scale), interpolation=BASELINES[kind])
+    return np.clip(out, 0.0, 1.0)
+
+
+def choose_box(lq: np.ndarray, scale: int, crop: int) -> tuple[int, int, int]:
+    """An HR-space square (y, x, size) over the most detailed part of the image (max gradient energy in the LQ)."""
+    h, w = lq.shape[:2]
+    c = max(1, min(crop // scale, h, w))
+    y = cv2.cvtColor(imio.to_float01(lq), cv2.COLOR_RGB2GRAY)
+    gx = cv2.Sobel(y, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(y, cv2.CV_32F, 0, 1)
+    energy = cv2.boxFilter(gx * gx + gy * gy, -1, (c, c), normalize=True, borderType=cv2.BORDER_CONSTANT)
+    # centre positions whose window lies fully inside the image
+    half = c // 2
+    valid = energy[half:h - c + half + 1, half:w - c + half + 1]
+    iy, ix = np.unravel_index(int(np.argmax(valid)), valid.shape)
+    return iy * scale, ix * scale, c * scale
+
+
+def _crop(img: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+    y, x, s = box
+    out = np.zeros((s, s, 3), dtype=np.uint8)
+    part = imio.as_u8(img[y:y + s, x:x + s])
+    out[: part.shape[0], : part.shape[1]] = part
+    return out
+
+
+class _Runner:
+    def __init__(self, cfg: EvalConfig, progress: ProgressFn | None) -> None:
+        self.cfg = cfg
+        self.progress = progress
+
+    def plan_methods(self) -> list[MethodSpec]:
+        cfg = self.cfg
+        methods: list[MethodSpec] = []
+        if cfg.models:
+            from tadsr_cli.models import registry
+            from tadsr_cli.models.checkpoints import read_model_config, sha256_file
+
+            for model in cfg.models:
+                path = registry.resolve_model_path(model)  # fails early, before any work
+                label = model if model in registry.REGISTRY else Path(model).stem
+                steps_list = cfg.steps or [registry.default_steps(model) or 1]
+                total = read_model_config(path).schedule.steps
+                bad = [s for s in steps_list if s not in (1, total)]
+                if bad:
+                    raise ConfigError(
+                        f"--steps {bad[0]} is not possible for {model}: use 1 (one step) or {total} (its schedule)"
+                    )
+                sha = sha256_file(path)
+                for steps in steps_list:
+                    methods.append(MethodSpec(
+                        name=f"{label} ({steps} step{'s' if steps != 1 else ''})", kind="model", model=model,
+                        steps=steps, model_file=str(path), model_sha256=sha,
+                    ))
+        for b in cfg.baselines:
+            methods.append(MethodSpec(name=b, kind="baseline", baseline=b))
+        for name, folder in cfg.sr_dirs:
+            if not Path(folder).is_dir():
+                raise InputError(f"--sr {name}={folder}: not a folder")
+            methods.append(MethodSpec(name=name, kind="sr", sr_dir=Path(folder)))
+        names = [m.name for m in methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"two methods share the name(s) {', '.join(dup)}; give --sr dirs distinct names")
+        return methods
+
+    def check_outputs(self, pairing: imio.Pairing) -> None:
+        out_dir = self.cfg.out_dir.resolve()
+        inputs = {p.resolve() for p in list(pairing.lq.values()) + list(pairing.gt.values())}
+        for name in REPORT_FILES:
+            if (out_dir / name) in inputs:
+                raise OutputError(f"{out_dir / name}: would overwrite an input image; choose another -o")
+
+    def run(self) -> EvalResult:
+        cfg = self.cfg
+        cfg.validate()
+        t0 = time.perf_counter()
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        pairing = imio.pair_folders(cfg.lq_dir, cfg.gt_dir, cfg.limit)
+        self.check_outputs(pairing)
+        methods = self.plan_methods()
+        from engines.torch_engine import resolve_device
+
+        device = resolve_device(cfg.device)
+        suite = MetricSuite(device, has_gt=cfg.gt_dir is not None, use_lpips=cfg.use_lpips, use_niqe=cfg.use_niqe)
+        result = EvalResult(config=cfg, methods=methods, pairing=pairing, metric_status=dict(suite.status),
+                            versions=collect_versions(device), stlpips_weights=suite.stlpips_weights, started=started)
+        self.prepare_figure(result)
+        for method in methods:
+            method.device = str(device) if method.kind == "model" else None
+            if method.kind == "model":
+                self.run_model(method, result, suite, device)
+            else:
+                self.run_simple(method, result, suite)
+        result.elapsed_s = time.perf_counter() - t0
+        return result
+
+    # -- figure -----------------------------------------------------------------------------------------------
+    def prepare_figure(self, result: EvalResult) -> None:
+        cfg = self.cfg
+        for stem in result.pairing.stems[: max(0, cfg.figure_images)]:
+            try:
+                lq = imio.read_rgb(result.pairing.lq[stem])
+                box = choose_box(lq, cfg.scale, cfg.crop_size)
+                y, x, s = box
+                sc = cfg.scale
+                lq_c = imio.as_u8(lq[y // sc:(y + s) // sc, x // sc:(x + s) // sc])
+                lq_up = cv2.resize(lq_c, (lq_c.shape[1] * sc, lq_c.shape[0] * sc), interpolation=cv2.INTER_NEAREST)
+                row = FigureRow(stem=stem, box=box, lq=_crop(lq_up, (0, 0, s)))
+                if stem in result.pairing.gt:
+                    row.gt = _crop(imio.read_rgb(result.pairing.gt[stem]), box)
+                result.figure_rows.append(row)
+            except TadsrError:
+                continue  # the image's error is reported by the methods
+
+    def _figure_row(self, result: EvalResult, stem: str) -> FigureRow | None:
+        for row in result.figure_rows:
+            if row.stem == stem:
+                return row
+        return None
+
+    # -- one image --------------------------------------------------------------------------------------------
+    def finish_image(self, result: EvalResult, suite: MetricSuite, method: MethodSpec, stem: str,
+                     sr: np.ndarray, seconds: float | None, where: str) -> None:
+        cfg = self.cfg
+        gt = None
+        cropped = False
+        if stem in result.pairing.gt:
+            gt_img = imio.read_rgb(result.pairing.gt[stem])
+            sr, gt, cropped = imio.align_to_gt(sr, gt_img, cfg.scale, where)
+        values, notes = suite.measure(sr, gt, cfg.border)
+        if cropped:
+            notes.append(f"cropped to the common area {sr.shape[1]}x{sr.shape[0]} with the ground truth")
+        h, w = sr.shape[:2]
+        result.records.append(ImageRecord(image=stem, method=method.name, width=w, height=h, metrics=values,
+                                          seconds=seconds, cropped_to_gt=cropped, notes=notes))
+        row = self._figure_row(result, stem)
+        if row is not None:
+            row.methods[method.name] = _crop(sr, row.box)
+        if cfg.save_sr and method.kind != "sr":
+            from tadsr_cli.pipeline.atomic import atomic_write_path
+
+            dst = cfg.out_dir / "sr" / slug(method.name) / f"{stem}.png"
+            with atomic_write_path(dst) as tmp:
+                imio.write_rgb(tmp, imio.as_u8(sr))
+                os.chmod(tmp, 0o644)
+
+    def _error(self, result: EvalResult, method: MethodSpec, stem: str, exc: Exception) -> None:
+        result.errors.append({"image": stem, "method": method.name, "error": str(exc)})
+
+    def _tick(self, method: MethodSpec, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(method.name, done, total)
+
+    # -- methods ----------------------------------------------------------------------------------------------
+    def run_simple(self, method: MethodSpec, result: EvalResult, suite: MetricSuite) -> None:
+        cfg = self.cfg
+        stems = result.pairing.stems
+        sr_files: dict[str, Path] = {}
+        if method.kind == "sr":
+            assert method.sr_dir is not None
+            sr_files = imio.list_images(method.sr_dir)
+            result.missing_sr[method.name] = [s for s in stems if s not in sr_files]
+            extra = sorted(set(sr_files) - set(result.pairing.lq))  # outputs without an LQ image
+            if extra:
+                result.extra_sr[method.name] = extra
+        if method.kind == "baseline" and stems:  # first-call costs (OpenCV's thread pool) stay out of the timings
+            try:
+                baseline_upscale(imio.read_rgb(result.pairing.lq[stems[0]])[:16, :16], method.baseline or "", 2)
+            except TadsrError:
+                pass  # reported with the image below
+        for i, stem in enumerate(stems):
+            self._tick(method, i, len(stems))
+            try:
+                if method.kind == "sr":
+                    if stem not in sr_files:
+                        continue
+                    where = str(sr_files[stem])
+                    sr = imio.read_rgb(sr_files[stem])
+                    seconds = None
+                else:
+                    where = f"{method.name}: {result.pairing.lq[stem]}"
+                    lq = imio.read_rgb(result.pairing.lq[stem])
+                    with Stopwatch() as sw:
+                        out = baseline_upscale(lq, method.baseline or "", cfg.scale)
+                    sr, seconds = imio.quantize_u8(out), sw.seconds
+                self.finish_image(result, suite, method, stem, sr, seconds, where)
+            except TadsrError as exc:
+                self._error(result, method, stem, exc)
+        self._tick(method, len(stems), len(stems))
+
+    def run_model(self, method: MethodSpec, result: EvalResult, suite: MetricSuite, device: torch.device) -> None:
+        from engines import create_engine
+        from tadsr_cli.models import registry
+        from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
+
+        cfg = self.cfg
+        model = registry.resolve_model(method.model, device="cpu")
+        if int(model.scale) != cfg.scale:
+            raise ConfigError(f"model {method.model} is x{model.scale} but --scale is {cfg.scale}")
+        engine = create_engine("torch", model, device=str(device), steps=int(method.steps or 1), seed=cfg.seed)
+        upscaler = Upscaler(engine, TileOptions(tile=cfg.tile, overlap=cfg.tile_overlap, batch=cfg.tile_batch),
+                            seed=cfg.seed)
+        stems = result.pairing.stems
+        warmed = False
+        for i, stem in enumerate(stems):
+            self._tick(method, i, len(stems))
+            lq_path = result.pairing.lq[stem]
+            try:
+                lq = imio.to_float01(imio.read_rgb(lq_path))
+                if not warmed:  # lazy initialisation and kernel selection stay out of the timings
+                    m = max(int(engine.lq_multiple), 16)
+                    upscaler.upscale(np.ascontiguousarray(lq[:m, :m]))
+                    warmed = True
+                with Stopwatch(device) as sw:
+                    out = upscaler.upscale(lq)
+                self.finish_image(result, suite, method, stem, imio.quantize_u8(out), sw.seconds,
+                                  f"{method.name}: {lq_path}")
+            except TadsrError as exc:
+                self._error(result, method, stem, exc)
+        self._tick(method, len(stems), len(stems))
+        del upscaler, engine, model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run_eval(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """Run every method over the paired images and measure them (nothing is written; see `report.write_report`)."""
+    return _Runner(cfg, progress).run()

@@ -1,0 +1,198 @@
+"""ST-LPIPS: the shift-tolerant LPIPS distance (AlexNet variant), lower is more similar.
+
+Ghildyal & Liu, "Shift-tolerant Perceptual Similarity Metric", ECCV 2022. The network is defined here; its trained
+weights (backbone *and* linear heads, 20 tensors) ship in the `stlpips-pytorch` wheel as
+`stlpips_pytorch/weights/vST0.0/alex_shift_tolerant.pth` (BSD-2-Clause). The file is located with
+`importlib.util.find_spec` without importing that package (it imports torchvision) and loaded with
+`torch.load(weights_only=True)`, strictly.
+
+The network, as the reference `LPIPS(net="alex", variant="shift_tolerant")` builds it:
+* inputs in [-1, 1], then the LPIPS scaling layer `(x - shift) / scale` with
+  shift = (-0.030, -0.088, -0.188), scale = (0.458, 0.448, 0.450) (stored in the weights file);
+* AlexNet whose strided operations are made shift-tolerant: conv1 (11x11, 64) runs at stride 1 (padding 2) and is
+  followed by a blur-pool; every max-pool runs at stride 1 and is followed by a blur-pool. A blur-pool is a
+  depthwise 3x3 binomial filter ([1, 2, 1] outer [1, 2, 1] / 16) applied at stride 2 after reflection padding of
+  2 pixels on each side ("pad more"), so it sees the borders the same way wherever the content sits;
+* five feature taps: relu1 = relu(blurpool(conv1(x))); relu2 = relu(conv2(blurpool(maxpool_s1(relu1))));
+  relu3 = relu(conv3(blurpool(maxpool_s1(relu2)))); relu4 = relu(conv4(relu3)); relu5 = relu(conv5(relu4))
+  (conv2 5x5/192 pad 2, conv3 3x3/384, conv4 3x3/256, conv5 3x3/256, pad 1);
+* per tap: unit-normalise the features over channels (eps 1e-10), squared difference, a learned 1x1 conv to one
+  channel without bias (the "lin" layers; dropout before it is inactive in eval), spatial mean; the distance is
+  the sum over the five taps.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tadsr_cli.errors import CheckpointError
+
+WEIGHTS_PACKAGE = "stlpips_pytorch"
+WEIGHTS_RELPATH = ("weights", "vST0.0", "alex_shift_tolerant.pth")
+CHANNELS = (64, 192, 384, 256, 256)
+
+
+class MetricUnavailable(Exception):
+    """An optional metric cannot run here (missing package or weights); the message says why."""
+
+
+def find_weights() -> Path:
+    """Path of `alex_shift_tolerant.pth` inside the installed `stlpips-pytorch` wheel (the package is not imported)."""
+    try:
+        spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise MetricUnavailable("stlpips-pytorch is not installed (pip install stlpips-pytorch==0.0.2 --no-deps)")
+    for root in spec.submodule_search_locations:
+        path = Path(root).joinpath(*WEIGHTS_RELPATH)
+        if path.is_file():
+            return path
+    raise MetricUnavailable(f"stlpips-pytorch is installed but {'/'.join(WEIGHTS_RELPATH)} is missing")
+
+
+class ScalingLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.shift) / self.scale
+
+
+class BlurPool(nn.Module):
+    """Depthwise binomial 3x3 low-pass at stride 2, reflection-padded by 2 on each side."""
+
+    def __init__(self, channels: int, pad: int = 2) -> None:
+        super().__init__()
+        a = torch.tensor([1.0, 2.0, 1.0])
+        filt = a[:, None] * a[None, :]
+        self.register_buffer("filt", (filt / filt.sum())[None, None].repeat(channels, 1, 1, 1))
+        self.pad = pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.pad(x, (self.pad,) * 4, mode="reflect")
+        return F.conv2d(x, self.filt, stride=2, groups=x.shape[1])
+
+
+class LinLayer(nn.Module):
+    """1x1 conv to one channel, no bias (index 1 in `model`: index 0 was a dropout in the reference)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Identity(), nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+class ShiftTolerantAlexNet(nn.Module):
+    """The five-tap feature extractor. Module indices follow the reference so the weights file loads strictly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slice1 = nn.Sequential()
+        self.slice1.add_module("0", nn.Conv2d(3, 64, 11, stride=1, padding=2))
+        self.slice1.add_module("1", BlurPool(64))
+        self.slice1.add_module("2", nn.ReLU())
+        self.slice2 = nn.Sequential()
+        self.slice2.add_module("3", nn.MaxPool2d(3, stride=1))
+        self.slice2.add_module("4", BlurPool(64))
+        self.slice2.add_module("5", nn.Conv2d(64, 192, 5, padding=2))
+        self.slice2.add_module("6", nn.ReLU())
+        self.slice3 = nn.Sequential()
+        self.slice3.add_module("7", nn.MaxPool2d(3, stride=1))
+        self.slice3.add_module("8", BlurPool(192))
+        self.slice3.add_module("9", nn.Conv2d(192, 384, 3, padding=1))
+        self.slice3.add_module("10", nn.ReLU())
+        self.slice4 = nn.Sequential()
+        self.slice4.add_module("11", nn.Conv2d(384, 256, 3, padding=1))
+        self.slice4.add_module("12", nn.ReLU())
+        self.slice5 = nn.Sequential()
+        self.slice5.add_module("13", nn.Conv2d(256, 256, 3, padding=1))
+        self.slice5.add_module("14", nn.ReLU())
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs = []
+        for part in (self.slice1, self.slice2, self.slice3, self.slice4, self.slice5):
+            x = part(x)
+            outs.append(x)
+        return outs
+
+
+def _unit_normalise(x: Tensor, eps: float = 1e-10) -> Tensor:
+    return x / (torch.sqrt(torch.sum(x * x, dim=1, keepdim=True)) + eps)
+
+
+class STLPIPS(nn.Module):
+    """ST-LPIPS (AlexNet, shift-tolerant). `forward(a, b)` takes NCHW RGB in [-1, 1] and returns `(N,)` distances."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scaling_layer = ScalingLayer()
+        self.net = ShiftTolerantAlexNet()
+        for i, ch in enumerate(CHANNELS):
+            self.add_module(f"lin{i}", LinLayer(ch))
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> STLPIPS:
+        path = Path(path) if path is not None else find_weights()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable/unsafe file is the same problem for the user
+            raise CheckpointError(f"{path}: cannot read the ST-LPIPS weights ({exc})") from exc
+        model = cls()
+        expected = model.state_dict().keys()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: not the ST-LPIPS AlexNet weights (missing {missing}, unexpected {unexpected})")
+        model.load_state_dict(state, strict=True)
+        return model.to(device)
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        return self.net(self.scaling_layer(x))
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        fa, fb = self.features(a), self.features(b)
+        total = a.new_zeros(a.shape[0])
+        for i, (xa, xb) in enumerate(zip(fa, fb, strict=True)):
+            diff = (_unit_normalise(xa) - _unit_normalise(xb)) ** 2
+            total = total + getattr(self, f"lin{i}")(diff).mean(dim=(1, 2, 3))
+        return total
+
+
+def to_tensor_pm1(img: np.ndarray, device: str | torch.device = "cpu") -> Tensor:
+    """RGB `HxWx3` uint8/uint16/float [0, 1] -> `1x3xHxW` float32 tensor in [-1, 1]."""
+    if img.dtype == np.uint8:
+        x = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        x = img.astype(np.float32) / 65535.0
+    else:
+        x = img.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    return (t * 2.0 - 1.0).to(device)
+
+
+class STLPIPSMetric:
+    """Callable `(sr, gt) -> float` on numpy RGB images; builds the network once."""
+
+    name = "st_lpips"
+
+    def __init__(self, device: str | torch.device = "cpu", weights: str | Path | None = None) -> None:
+        self.device = torch.device(device)
+        self.model = STLPIPS.from_file(weights, device=self.device)
+        self.weights_path = Path(weights) if weights is not None else find_weights()
+
+    @torch.inference_mode()
+    def __call__(self, sr: np.ndarray, gt: np.ndarray) -> float:
+        return float(self.model(to_tensor_pm1(sr, self.device), to_tensor_pm1(gt, self.device))[0])

@@ -1,0 +1,483 @@
+"""Still images in and out: PNG, JPEG, WebP, TIFF, BMP.
+
+Reading (`read_image`): the header is read first (Pillow, lazy) so that images above `max_pixels` are refused
+before they are decoded; decoding is by content (a mislabelled extension still decodes, with a log warning);
+EXIF orientation is applied; 16-bit PNG/TIFF are decoded with OpenCV at full depth (Pillow reads 16-bit RGB as
+8-bit); the ICC profile and the remaining EXIF (orientation reset) are kept for the output. Damaged, truncated,
+empty and non-image files raise one-line `InputError`s.
+
+Writing (`write_image`): format by the output extension, 16-bit where the source was 16-bit and the format allows
+it (PNG, TIFF), grayscale stays grayscale, alpha is kept where the format has it (JPEG: composited over white),
+ICC profile and EXIF carried where the writer supports them (not for 16-bit colour TIFF). Always atomic.
+
+`upscale_image` ties it together with an `Upscaler`: alpha is upscaled separately with a plain bicubic resize,
+`outscale` resizes the model output to a non-native final size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import struct
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tadsr_cli.errors import ConfigError, InputError, OutputError
+from tadsr_cli.pipeline.atomic import atomic_write_path
+
+log = logging.getLogger(__name__)
+
+# Input and output extensions -> Pillow format names.
+EXT_TO_FORMAT: dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jpe": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+IMAGE_EXTENSIONS = frozenset(EXT_TO_FORMAT)
+# Pillow formats accepted on input (MPO = multi-picture JPEG from cameras; first picture used).
+INPUT_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP", "TIFF": "TIFF", "BMP": "BMP"}
+SIXTEEN_BIT_FORMATS = frozenset({"PNG", "TIFF"})
+ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "BMP"})
+
+# Input pixel limit. The host-side float32 output accumulator needs ~200 bytes per *input* pixel at x4, so the
+# default (16.8 MP, e.g. 4096 x 4096) means ~3.2 GB of RAM; `--max-pixels` raises or lowers it.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+EXIF_ORIENTATION = 0x0112
+# Tags that describe the pixel layout (TIFF structure): never carried to the output (a TIFF's "EXIF" is its IFD0).
+_STRUCTURAL_TAGS = frozenset({
+    0x0100, 0x0101, 0x0102, 0x0103, 0x0106, 0x010A, 0x0111, 0x0112, 0x0115, 0x0116, 0x0117, 0x0118, 0x0119,
+    0x011A, 0x011B, 0x011C, 0x0128, 0x013D, 0x0140, 0x0142, 0x0143, 0x0144, 0x0145, 0x0152, 0x0153, 0x0154,
+    0x0155, 0x0201, 0x0202, 0x0211, 0x0212, 0x0213, 0x0214, 0x8773,
+})
+
+
+@dataclass
+class LoadedImage:
+    rgb: np.ndarray  # H x W x 3 float32 in [0, 1] (grayscale replicated), orientation applied
+    alpha: np.ndarray | None  # H x W float32 in [0, 1]
+    bit_depth: int  # 8 or 16
+    grayscale: bool
+    format: str  # Pillow format of the content ("PNG", "JPEG", ...)
+    icc_profile: bytes | None = None
+    exif: bytes | None = None  # EXIF with the orientation tag removed
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+def output_format(path: str | Path) -> str:
+    """Pillow format name for an output path (by extension)."""
+    ext = Path(path).suffix.lower()
+    fmt = EXT_TO_FORMAT.get(ext)
+    if fmt is None:
+        raise OutputError(f"{path}: unknown image format {ext or '(no extension)'!r}; use one of "
+                          f"{', '.join(sorted({e.lstrip('.') for e in EXT_TO_FORMAT}))}")
+    return fmt
+
+
+def normalize_ext(ext: str) -> str:
+    """'PNG' / '.png' / 'png' -> '.png'; ConfigError for unknown ones."""
+    e = "." + ext.lower().lstrip(".")
+    if e not in EXT_TO_FORMAT:
+        raise ConfigError(f"--ext {ext!r}: unknown image format; use one of "
+                          f"{', '.join(sorted({x.lstrip('.') for x in EXT_TO_FORMAT}))}")
+    return e
+
+
+# ---- reading --------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int) -> Iterator[None]:
+    """Let our own `max_pixels` check decide (Pillow's bomb check would otherwise warn/refuse on its own)."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max(int(max_pixels), old or 0) if old is not None else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _png_ihdr(head: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG header, or None."""
+    if len(head) >= 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return head[24], head[25]
+    return None
+
+
+def _is_16bit(im: Image.Image, head: bytes) -> bool:
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return True
+    if im.format == "PNG":
+        ihdr = _png_ihdr(head)
+        return bool(ihdr and ihdr[0] == 16)
+    if im.format == "TIFF":
+        bits = getattr(im, "tag_v2", {}).get(258)
+        if isinstance(bits, tuple):
+            bits = bits[0] if bits else 8
+        return bool(bits and int(bits) > 8)
+    return False
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an H x W (x C) array, like `PIL.ImageOps.exif_transpose`."""
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:
+        arr = arr.swapaxes(0, 1)
+    elif orientation == 6:
+        arr = np.rot90(arr, k=-1)
+    elif orientation == 7:
+        arr = arr.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        arr = np.rot90(arr, k=1)
+    return np.ascontiguousarray(arr)
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode an image (see module doc). Raises `InputError` with a one-line message for anything unreadable."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder (use `tadsr batch` for folders)")
+    if st.st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+    with _pillow_limit(max_pixels):
+        try:
+            im = Image.open(path)
+        except UnidentifiedImageError:
+            raise InputError(f"{path}: not a recognised image (PNG, JPEG, WebP, TIFF or BMP)") from None
+        except Image.DecompressionBombError as exc:
+            raise InputError(f"{path}: image too large ({exc}); raise --max-pixels to allow it") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"{path}: damaged image header ({exc})") from None
+    with im:
+        fmt = INPUT_FORMATS.get(im.format or "")
+        if fmt is None:
+            raise InputError(f"{path}: {im.format} images are not supported (PNG, JPEG, WebP, TIFF or BMP)")
+        w, h = im.size
+        if w * h > max_pixels:
+            raise InputError(
+                f"{path}: {w}x{h} ({w * h / 1e6:.1f} MP) is above the limit of {max_pixels / 1e6:.1f} MP; "
+                "raise --max-pixels to allow it"
+            )
+        if w < 1 or h < 1:
+            raise InputError(f"{path}: image has no pixels ({w}x{h})")
+        claimed = EXT_TO_FORMAT.get(path.suffix.lower())
+        if claimed is not None and claimed != fmt:
+            log.warning("%s: the content is %s, not %s as the extension says; decoding it as %s",
+                        path, fmt, claimed, fmt)
+        if getattr(im, "n_frames", 1) > 1:
+            log.warning("%s: %d frames/pages; only the first is upscaled", path, im.n_frames)
+        icc = im.info.get("icc_profile") or None
+        try:
+            exif = im.getexif()
+            orientation = int(exif.get(EXIF_ORIENTATION, 1) or 1)
+        except Exception:  # a broken EXIF block must not stop the image
+            exif, orientation = None, 1
+        try:
+            with _pillow_limit(max_pixels):
+                im.load()
+        except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as exc:
+            raise InputError(f"{path}: damaged or truncated image ({exc})") from None
+        sixteen = _is_16bit(im, head)
+        mode = im.mode
+        if mode == "CMYK":
+            icc = None  # a CMYK profile does not describe the RGB we produce
+        if sixteen and mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            rgb, alpha, gray = _decode_cv2_16(path, fmt, head)
+        else:
+            rgb, alpha, gray = _decode_pillow(im)
+    if not 1 <= orientation <= 8:
+        orientation = 1
+    if orientation != 1:
+        rgb = _orient(rgb, orientation)
+        alpha = None if alpha is None else _orient(alpha, orientation)
+    exif_bytes = None
+    if exif is not None and len(exif):
+        with contextlib.suppress(Exception):
+            for tag in [t for t in exif if t in _STRUCTURAL_TAGS]:
+                del exif[tag]
+            exif_bytes = exif.tobytes() if len(exif) else None
+    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=16 if sixteen else 8, grayscale=gray, format=fmt,
+                       icc_profile=icc, exif=exif_bytes)
+
+
+def _decode_pillow(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im).astype(np.float32)
+        g = np.clip(arr / 65535.0, 0, 1)
+        return _gray3(g), None, True
+    if mode == "F":
+        arr = np.asarray(im).astype(np.float32)
+        if arr.max(initial=0) > 1.0:
+            arr = arr / 65535.0
+        return _gray3(np.clip(arr, 0, 1)), None, True
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode == "RGBa":
+        im = im.convert("RGBA")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGB")
+    arr = np.asarray(im).astype(np.float32) / 255.0
+    if im.mode == "L":
+        return _gray3(arr), None, True
+    if im.mode == "LA":
+        return _gray3(arr[..., 0]), arr[..., 1].copy(), True
+    if im.mode == "RGBA":
+        return np.ascontiguousarray(arr[..., :3]), arr[..., 3].copy(), False
+    return np.ascontiguousarray(arr), None, False
+
+
+def _decode_cv2_16(path: Path, fmt: str, head: bytes) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Full-depth decode of a 16-bit colour PNG/TIFF (Pillow would reduce it to 8 bits)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise InputError(f"{path}: damaged or unsupported 16-bit {fmt} image")
+    scale = 65535.0 if arr.dtype == np.uint16 else (255.0 if arr.dtype == np.uint8 else 1.0)
+    arr = arr.astype(np.float32) / scale
+    np.clip(arr, 0, 1, out=arr)
+    ihdr = _png_ihdr(head)
+    gray_hint = ihdr is not None and ihdr[1] in (0, 4)
+    if arr.ndim == 2:
+        return _gray3(arr), None, True
+    ch = arr.shape[2]
+    if ch == 1:
+        return _gray3(arr[..., 0]), None, True
+    if ch == 2:
+        return _gray3(arr[..., 0]), arr[..., 1].copy(), True
+    rgb = np.ascontiguousarray(arr[..., 2::-1])  # BGR(A) -> RGB
+    alpha = arr[..., 3].copy() if ch == 4 else None
+    return rgb, alpha, gray_hint
+
+
+def _gray3(g: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(g.astype(np.float32)[..., None], 3, axis=2))
+
+
+# ---- writing --------------------------------------------------------------------------------------------------
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an H x W x 3 array."""
+    return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114).astype(np.float32)
+
+
+def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
+    peak = 65535.0 if bits == 16 else 255.0
+    y = np.multiply(x, peak, dtype=np.float32)  # one temporary, then in place
+    np.clip(y, 0.0, peak, out=y)
+    np.rint(y, out=y)
+    return y.astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def encode_image(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, *, bit_depth: int = 8,
+                 grayscale: bool = False, icc_profile: bytes | None = None, exif: bytes | None = None,
+                 quality: int = 95) -> bytes:
+    """Encode to `fmt` ("PNG", "JPEG", "WEBP", "TIFF", "BMP"); returns the file's bytes."""
+    if fmt not in ALPHA_FORMATS and alpha is not None:
+        a = np.clip(alpha, 0, 1)[..., None]
+        rgb = rgb * a + (1.0 - a)  # composite over white
+        alpha = None
+    bits = 16 if bit_depth == 16 and fmt in SIXTEEN_BIT_FORMATS else 8
+    if bits == 16 and not (grayscale and alpha is None):
+        return _encode_cv2_16(rgb, alpha, fmt, grayscale, icc_profile, exif)
+    if grayscale:
+        g = to_gray(rgb)
+        if bits == 16:
+            im = Image.fromarray(_quantize(g, 16))
+        elif alpha is not None:
+            im = Image.fromarray(np.stack([_quantize(g, 8), _quantize(alpha, 8)], axis=2))
+        else:
+            im = Image.fromarray(_quantize(g, 8))
+    elif alpha is not None:
+        im = Image.fromarray(np.concatenate([_quantize(rgb, 8), _quantize(alpha, 8)[..., None]], axis=2))
+    else:
+        im = Image.fromarray(_quantize(rgb, 8))
+    kwargs: dict[str, object] = {}
+    if icc_profile and fmt != "BMP":
+        kwargs["icc_profile"] = icc_profile
+    if exif and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        kwargs["exif"] = exif
+    if fmt == "JPEG":
+        kwargs.update(quality=int(quality), subsampling=0 if quality >= 90 else 2, optimize=True)
+    elif fmt == "WEBP":
+        kwargs.update(quality=int(quality), method=4)
+    elif fmt == "TIFF":
+        kwargs.update(compression="tiff_lzw")
+    elif fmt == "PNG":
+        kwargs.update(compress_level=6)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _encode_cv2_16(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, grayscale: bool,
+                   icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    if grayscale:
+        g = to_gray(rgb)
+        rgb = np.repeat(g[..., None], 3, axis=2)  # gray + alpha: 16-bit RGBA (OpenCV has no 16-bit LA)
+    bgr = _quantize(rgb[..., ::-1], 16)
+    if alpha is not None:
+        bgr = np.concatenate([bgr, _quantize(alpha, 16)[..., None]], axis=2)
+    ext = ".png" if fmt == "PNG" else ".tif"
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr))
+    if not ok:
+        raise OutputError(f"OpenCV could not encode a 16-bit {fmt}")
+    data = buf.tobytes()
+    if fmt == "PNG":
+        data = _png_add_chunks(data, icc_profile, exif)
+    return data
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_add_chunks(data: bytes, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP / eXIf chunks right after IHDR (OpenCV writes neither)."""
+    if not (icc_profile or exif) or data[12:16] != b"IHDR":
+        return data
+    ihdr_end = 8 + 4 + 4 + 13 + 4
+    extra = b""
+    if icc_profile:
+        extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
+    if exif:
+        raw = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+        extra += _png_chunk(b"eXIf", raw)
+    return data[:ihdr_end] + extra + data[ihdr_end:]
+
+
+def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
+                grayscale: bool = False, icc_profile: bytes | None = None, exif: bytes | None = None,
+                quality: int = 95) -> Path:
+    """Encode by the extension of `path` and write atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    fmt = output_format(path)
+    data = encode_image(rgb, alpha, fmt, bit_depth=bit_depth, grayscale=grayscale, icc_profile=icc_profile,
+                        exif=exif, quality=quality)
+    with atomic_write_path(path) as tmp:
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    return path
+
+
+# ---- the whole job for one image -------------------------------------------------------------------------------
+@dataclass
+class ImageOptions:
+    outscale: float | None = None  # final size / input size; None = the model's scale
+    jpeg_quality: int = 95  # JPEG and WebP quality
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def validate(self) -> None:
+        if self.outscale is not None and not 0 < self.outscale <= 64:
+            raise ConfigError("--outscale must be in (0, 64]")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError("--jpeg-quality must be in 1..100")
+        if self.max_pixels < 1:
+            raise ConfigError("--max-pixels must be >= 1")
+
+
+@dataclass
+class ImageResult:
+    src: Path
+    dst: Path
+    in_size: tuple[int, int]  # (width, height)
+    out_size: tuple[int, int]
+    seconds: float
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Plain resize (area when shrinking, bicubic when enlarging), clipped to [0, 1]."""
+    if arr.shape[1] == width and arr.shape[0] == height:
+        return arr
+    shrink = width < arr.shape[1] and height < arr.shape[0]
+    out = cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def upscale_image(src: str | Path, dst: str | Path, upscaler, options: ImageOptions | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> ImageResult:
+    """Read `src`, upscale it, write `dst` (format by its extension) atomically. Never overwrites `src`."""
+    src, dst = Path(src), Path(dst)
+    options = options or ImageOptions()
+    options.validate()
+    t0 = time.perf_counter()
+    if same_file(src, dst):
+        raise OutputError(f"{dst}: refusing to overwrite the input")
+    img = read_image(src, max_pixels=options.max_pixels)
+    output_format(dst)  # unknown extension -> OutputError before the model runs
+    h, w = img.height, img.width
+    scale = int(upscaler.scale)
+    if options.outscale is None:
+        out_w, out_h = w * scale, h * scale
+    else:
+        out_w, out_h = max(1, round(w * options.outscale)), max(1, round(h * options.outscale))
+    # Fail early (before the model runs) when the output folder cannot be written.
+    with atomic_write_path(dst) as tmp:
+        out = upscaler.upscale(img.rgb, progress=progress)
+        out = resize(out, out_w, out_h)
+        alpha = None if img.alpha is None else resize(img.alpha, out_w, out_h)
+        fmt = output_format(dst)
+        data = encode_image(out, alpha, fmt, bit_depth=img.bit_depth, grayscale=img.grayscale,
+                            icc_profile=img.icc_profile, exif=img.exif, quality=options.jpeg_quality)
+        del out
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from exc
+    return ImageResult(src, dst, (w, h), (out_w, out_h), time.perf_counter() - t0)

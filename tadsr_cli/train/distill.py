@@ -1,0 +1,421 @@
+"""TAD-SR distillation (`kind: tadsr`, DESIGN.md 1.2) and `run_recipe`, the library side of `tadsr distill`.
+
+Per iteration, on each micro-batch (`x0 = E(hr)`, `y = E(bicubic_up(lq))`, `x_T = y + kappa sqrt(eta_T) eps`):
+
+1. teacher target `x_tch` = deterministic T-step sample from the same `x_T` (no grad; optionally cached);
+2. student `x_s = g(x_T)` at `t = T-1`;
+3. **D step** (if the GAN weight is > 0): `t ~ U{lo..hi}` (default `0..T-2`), one noise for real and fake,
+   real = q(x0, y, t), fake = q(sg(x_s), y, t); hinge loss; update the heads/FiLM layers;
+4. **G step**: `w_reg L_reg + w_hfsd L_hfsd + w_gan L_G`, with `L_G = -E[D(q(x_s, y, t))]` through the frozen
+   teacher encoder (D's own parameters frozen for this step); update the student; EMA.
+
+Each term is logged separately: `reg`, `hfsd`, `gan_g` (unweighted), `g_total` (weighted sum), `d_loss`,
+`d_real`, `d_fake` (mean logits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from tadsr_cli.errors import RecipeError, TrainingError
+from tadsr_cli.models.checkpoints import load_model_file, save_model
+from tadsr_cli.models.sr_model import DiffusionSR
+from tadsr_cli.train.discriminator import TimeAwareDiscriminator
+from tadsr_cli.train.loop import (
+    EMA,
+    DistEnv,
+    TrainResult,
+    TrainTask,
+    X0Predictor,
+    average_gradients,
+    build_train_dataset,
+    build_validation_set,
+    clip_and_step,
+    ema_weights,
+    load_weights_into,
+    lr_at,
+    make_adamw,
+    sample_noise,
+    set_lr,
+    setup_distributed,
+    step_generator,
+    teardown_distributed,
+    train,
+    validate_images,
+    wrap_ddp,
+)
+from tadsr_cli.train.losses import d_hinge_loss, g_hinge_loss, hfsd_loss, regression_loss
+from tadsr_cli.train.recipe import Recipe, check_timesteps
+
+__all__ = ["DistillTask", "load_teacher", "make_task", "run_recipe"]
+
+
+def _resolve_teacher_path(name: str) -> Path:
+    """A model file, a registry name, or a released file stem (e.g. `resshift_realsrx4_s15_v1`)."""
+    from tadsr_cli.models import registry
+
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if name not in registry.REGISTRY:
+        for entry in registry.REGISTRY.values():
+            if entry.denoiser is not None and Path(entry.denoiser.filename).stem == name:
+                name = entry.name
+                break
+    return registry.resolve_model_path(name)
+
+
+def load_teacher(recipe: Recipe, device: torch.device, console: Console | None = None) -> DiffusionSR:
+    """The frozen teacher: a model file / registry model, or the inline config (+ `init` weights)."""
+    if recipe.model.teacher is not None:
+        teacher = load_model_file(_resolve_teacher_path(recipe.model.teacher), device=device)
+    else:
+        assert recipe.model.config is not None
+        torch.manual_seed(recipe.seed)
+        teacher = DiffusionSR(copy.deepcopy(recipe.model.config))
+        if recipe.model.init:
+            load_weights_into(teacher, recipe.model.init)
+        elif console is not None:
+            console.print(
+                "[yellow]warning:[/yellow] the teacher has random weights (no model.teacher / model.init): "
+                "only useful as a smoke test",
+                highlight=False,
+            )
+    teacher.to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher  # type: ignore[return-value]
+
+
+class DistillTask(TrainTask):
+    kind = "tadsr"
+    loss_names = ["g_total", "reg", "hfsd", "gan_g", "d_loss", "d_real", "d_fake"]
+
+    def __init__(self, recipe: Recipe, env: DistEnv, console: Console) -> None:
+        super().__init__(recipe, env, console)
+        teacher = load_teacher(recipe, self.device, console if env.is_main else None)
+        T = teacher.schedule.steps
+        check_timesteps(recipe, T)
+        w = recipe.loss
+        if w.gan > 0 and T < 2:
+            raise RecipeError(f"{recipe.source}: the discriminator needs T >= 2 (noised at t in 0..T-2)")
+        if recipe.data.gt_size % (teacher.scale * teacher.lq_multiple):
+            raise RecipeError(
+                f"{recipe.source}: data.gt_size {recipe.data.gt_size} must be a multiple of "
+                f"{teacher.scale * teacher.lq_multiple} (scale x the denoiser's LQ multiple)"
+            )
+        self.teacher = teacher
+        # Student: a copy of the teacher's denoiser; the (frozen) autoencoder is shared.
+        autoencoder = teacher.autoencoder
+        teacher.autoencoder = nn.Identity()  # keep deepcopy from duplicating it
+        try:
+            student = copy.deepcopy(teacher)
+        finally:
+            teacher.autoencoder = autoencoder
+        student.autoencoder = autoencoder
+        student.config = dataclasses.replace(
+            copy.deepcopy(teacher.config),
+            name=recipe.name,
+            description=f"TAD-SR one-step student distilled from {teacher.config.name or 'a teacher'} "
+            f"by recipe {recipe.name} (EMA weights)",
+            student_timestep=None,
+        )
+        student.denoiser.requires_grad_(True).train()
+        self.student = student
+        self.student_net = wrap_ddp(X0Predictor(student), env)
+        self.g_params = [p for p in student.denoiser.parameters() if p.requires_grad]
+        self.opt_g = make_adamw(self.g_params, recipe.optim.g)
+        self.ema = EMA(student.denoiser, recipe.ema)
+        self.disc: TimeAwareDiscriminator | None = None
+        self.opt_d: torch.optim.Optimizer | None = None
+        if w.gan > 0:
+            torch.manual_seed(recipe.seed + 1)
+            ds = recipe.discriminator
+            self.disc = TimeAwareDiscriminator(
+                teacher.denoiser,
+                teacher.config.denoiser,
+                teacher.schedule,
+                blocks=ds.blocks,
+                middle=ds.middle,
+                hidden=ds.hidden,
+                time_dim=ds.time_dim,
+                kernel=ds.kernel,
+            ).to(self.device)
+            self.d_params = list(self.disc.parameters())
+            if env.distributed:  # identical start on every process
+                import torch.distributed as dist
+
+                for p in self.d_params:
+                    dist.broadcast(p.data, 0)
+            self.opt_d = make_adamw(self.d_params, recipe.optim.d)
+        lo_hi = w.disc_timesteps if w.disc_timesteps is not None else [0, max(T - 2, 0)]
+        self.disc_range = (int(lo_hi[0]), int(lo_hi[1]))
+        self.hfsd_ts = torch.tensor(w.hfsd_timesteps, dtype=torch.long)
+        self.need_target = w.reg > 0 or (w.hfsd > 0 and w.hfsd_mode == "tadsr")
+        self.micro = recipe.batch // (recipe.grad_accum * env.world)
+        self.cache = None
+        if recipe.teacher_cache and self.need_target:
+            from tadsr_cli.train.teacher_cache import TeacherCache, teacher_fingerprint
+
+            data_key = {
+                "data": recipe.to_dict().get("data"),
+                "degradation": recipe.degradation_config().to_dict(),
+                "seed": recipe.seed,
+                "sampler": "deterministic",
+            }
+            self.cache = TeacherCache(recipe.teacher_cache, teacher_fingerprint(teacher, data_key))
+        self.valset = (
+            build_validation_set(recipe, student.scale, student.lq_multiple) if env.is_main else None
+        )
+        self.has_validation = self.valset is not None
+
+    def describe(self) -> str:
+        return f"tadsr {self.recipe.name}"
+
+    def build_train_dataset(self) -> Any:
+        return build_train_dataset(self.recipe, self.student.scale, self.micro, self.env.world)
+
+    def set_lr(self, step: int) -> dict[str, float]:
+        o, total = self.recipe.optim, self.recipe.iterations
+        lr_g = lr_at(step, o.g, total, o.lr_schedule, o.min_lr_ratio)
+        set_lr(self.opt_g, lr_g)
+        out = {"g": lr_g}
+        if self.opt_d is not None:
+            lr_d = lr_at(step, o.d, total, o.lr_schedule, o.min_lr_ratio)
+            set_lr(self.opt_d, lr_d)
+            out["d"] = lr_d
+        return out
+
+    # -- pieces ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_target(self, lq: Tensor, y: Tensor, eps: Tensor, seeds: list[int]) -> Tensor:
+        """Deterministic T-step teacher sample from x_T = prior(y, eps) (from the cache where present)."""
+
+        def compute(idx: list[int]) -> Tensor:
+            with self.amp.autocast():
+                out = self.teacher.sample_latent(lq[idx], eps[idx], sampler="deterministic", y=y[idx])
+            return out.float()
+
+        if self.cache is None:
+            return compute(list(range(lq.shape[0])))
+        cached = self.cache.get(seeds)
+        missing = [i for i, c in enumerate(cached) if c is None]
+        out = torch.empty_like(y, dtype=torch.float32)
+        for i, c in enumerate(cached):
+            if c is not None:
+                out[i] = c.to(out.device)
+        if missing:
+            fresh = compute(missing)
+            out[missing] = fresh
+            self.cache.put([seeds[i] for i in missing], fresh)
+        return out
+
+    def _prepare(self, batch: dict[str, Any], gen: torch.Generator) -> dict[str, Any]:
+        t = self.teacher
+        lq = batch["lq"].to(self.device, non_blocking=True)
+        gt = batch["gt"].to(self.device, non_blocking=True)
+        seeds = [int(s) for s in batch["seed"]]
+        with torch.no_grad():
+            x0 = t.encode(gt).float()
+            y = t.lq_latent(lq).float()
+        eps = sample_noise(seeds, tuple(y.shape[1:]), self.device)
+        x_T = t.schedule.prior_sample(y, eps)
+        x_tch = self.teacher_target(lq, y, eps, seeds) if self.need_target else None
+        B = y.shape[0]
+        lo, hi = self.disc_range
+        t_d = torch.randint(lo, hi + 1, (B,), generator=gen).to(self.device)
+        n_d = torch.randn(y.shape, generator=gen).to(self.device)
+        t_h = self.hfsd_ts[torch.randint(0, len(self.hfsd_ts), (B,), generator=gen)].to(self.device)
+        n_h = torch.randn(y.shape, generator=gen).to(self.device)
+        return {
+            "lq": lq,
+            "x0": x0,
+            "y": y,
+            "x_T": x_T,
+            "x_tch": x_tch,
+            "t_d": t_d,
+            "n_d": n_d,
+            "t_h": t_h,
+            "n_h": n_h,
+        }
+
+    def _student(self, p: dict[str, Any]) -> Tensor:
+        T1 = self.student.config.one_step_timestep
+        t = torch.full((p["y"].shape[0],), T1, dtype=torch.long, device=self.device)
+        with self.amp.autocast():
+            return self.student_net(p["x_T"], p["y"], t, p["lq"]).float()
+
+    def _disc(self, x: Tensor, p: dict[str, Any]) -> Tensor:
+        assert self.disc is not None
+        x_t = self.teacher.schedule.q_sample(x, p["y"], p["t_d"], p["n_d"])
+        with self.amp.autocast():
+            return self.disc(x_t, p["t_d"], p["lq"]).float()
+
+    # -- one iteration ---------------------------------------------------------------------------------------------
+    def train_step(self, batches: list[dict[str, Any]], step: int) -> dict[str, Tensor]:
+        r, w, amp = self.recipe, self.recipe.loss, self.amp
+        gen = step_generator(r.seed, step, self.env.rank)
+        prepared = [self._prepare(b, gen) for b in batches]
+        n = len(prepared)
+        zero = torch.zeros((), device=self.device)
+        logs = {k: zero.clone() for k in self.loss_names}
+        kept: Tensor | None = None  # with one micro-batch the student runs once for both steps
+
+        # ---- D step ------------------------------------------------------------------------------------------
+        if self.disc is not None and self.opt_d is not None:
+            self.disc.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            for p in prepared:
+                if n == 1:
+                    kept = self._student(p)
+                    fake = kept.detach()
+                else:
+                    with torch.no_grad():
+                        fake = self._student(p)
+                real_logits = self._disc(p["x0"], p)
+                fake_logits = self._disc(fake, p)
+                l_d = d_hinge_loss(real_logits, fake_logits)
+                amp.backward(l_d / n)
+                logs["d_loss"] += l_d.detach() / n
+                logs["d_real"] += real_logits.detach().mean() / n
+                logs["d_fake"] += fake_logits.detach().mean() / n
+            average_gradients(self.d_params, self.env)
+            clip_and_step(self.opt_d, self.d_params, r.optim.d.grad_clip, amp)
+            self.disc.requires_grad_(False)
+
+        # ---- G step ------------------------------------------------------------------------------------------
+        self.opt_g.zero_grad(set_to_none=True)
+        for j, p in enumerate(prepared):
+            sync = (
+                self.student_net.no_sync() if self.env.distributed and j < n - 1 else contextlib.nullcontext()
+            )
+            with sync:
+                x_s = kept if (kept is not None and n == 1) else self._student(p)
+                total = zero.clone()
+                if w.reg > 0:
+                    l_reg = regression_loss(x_s, p["x_tch"])
+                    total = total + w.reg * l_reg
+                    logs["reg"] += l_reg.detach() / n
+                if w.hfsd > 0:
+                    y, lq = p["y"], p["lq"]
+
+                    def denoise(x: Tensor, t: Tensor, y: Tensor = y, lq: Tensor = lq) -> Tensor:
+                        with amp.autocast():
+                            return self.teacher.predict_x0(x, y, t, lq).float()
+
+                    l_hfsd = hfsd_loss(
+                        x_s,
+                        p["x_tch"],
+                        y,
+                        p["t_h"],
+                        p["n_h"],
+                        denoise,
+                        self.teacher.schedule,
+                        w.hfsd_mode,
+                        x_hr=p["x0"],
+                    )
+                    total = total + w.hfsd * l_hfsd
+                    logs["hfsd"] += l_hfsd.detach() / n
+                if self.disc is not None:
+                    l_gan = g_hinge_loss(self._disc(x_s, p))
+                    total = total + w.gan * l_gan
+                    logs["gan_g"] += l_gan.detach() / n
+                amp.backward(total / n)
+                logs["g_total"] += total.detach() / n
+        clip_and_step(self.opt_g, self.g_params, r.optim.g.grad_clip, amp)
+        amp.update()
+        self.ema.update(self.student.denoiser)
+        return logs
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": {k: v.detach().cpu().clone() for k, v in self.student.denoiser.state_dict().items()},
+            "ema": self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+        }
+        if self.disc is not None and self.opt_d is not None:
+            state["disc"] = {k: v.detach().cpu().clone() for k, v in self.disc.state_dict().items()}
+            state["opt_d"] = self.opt_d.state_dict()
+        if self.amp.scaler is not None:
+            state["scaler"] = self.amp.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") not in (None, self.kind):
+            raise TrainingError(
+                f"the checkpoint is from a {state.get('kind')!r} run, not a {self.kind!r} run"
+            )
+        self.student.denoiser.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        if self.disc is not None and self.opt_d is not None:
+            if "disc" not in state:
+                raise TrainingError(
+                    "the checkpoint has no discriminator but the recipe uses one (loss.gan > 0)"
+                )
+            self.disc.load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        if self.amp.scaler is not None and "scaler" in state:
+            self.amp.scaler.load_state_dict(state["scaler"])
+
+    # -- validation and export -------------------------------------------------------------------------------------
+    def validate(self, step: int, folder: Path | None) -> dict[str, float]:
+        if self.valset is None:
+            return {}
+        model = self.student
+        was_training = model.denoiser.training
+        model.denoiser.eval()
+        try:
+            with ema_weights(model.denoiser, self.ema), self.amp.autocast():
+                return validate_images(
+                    self.valset,
+                    model.one_step,
+                    model.latent_channels,
+                    model.scale,
+                    self.device,
+                    folder,
+                    self.recipe.validation.save_images,
+                )
+        finally:
+            model.denoiser.train(was_training)
+
+    def export(self, path: Path) -> Path:
+        with ema_weights(self.student.denoiser, self.ema):
+            return save_model(self.student, path)
+
+
+def make_task(recipe: Recipe, env: DistEnv, console: Console) -> TrainTask:
+    if recipe.kind == "teacher":
+        from tadsr_cli.train.teacher import TeacherTask
+
+        return TeacherTask(recipe, env, console)
+    return DistillTask(recipe, env, console)
+
+
+def run_recipe(
+    recipe: Recipe,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    progress: bool = True,
+    keep_loss_history: bool = False,
+) -> TrainResult:
+    """Train a recipe (teacher or TAD-SR) into `out_dir` (default: `recipe.output_dir` or `runs/<name>`)."""
+    console = console or Console(stderr=True)
+    out = Path(out_dir or recipe.output_dir or Path("runs") / recipe.name)
+    env = setup_distributed(recipe.device)
+    try:
+        task = make_task(recipe, env, console)
+        return train(
+            task, out, resume=resume, console=console, progress=progress, keep_loss_history=keep_loss_history
+        )
+    finally:
+        teardown_distributed(env)

@@ -1,0 +1,107 @@
+"""Loss terms of ResShift teacher training and TAD-SR distillation (DESIGN.md 1.1-1.2).
+
+All latents are [B, C, H, W]; `t` arguments are LongTensors [B] (or ints). "mean" is over every element, so the
+gradient of `hfsd_loss` with respect to the student output is exactly `g / N` (N = number of elements).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tadsr_cli.models.schedule import ResShiftSchedule
+
+__all__ = [
+    "HFSD_MODES",
+    "d_hinge_loss",
+    "g_hinge_loss",
+    "hfsd_gradient",
+    "hfsd_loss",
+    "regression_loss",
+    "teacher_x0_loss",
+]
+
+HFSDMode = Literal["tadsr", "sds", "sds+hr"]
+HFSD_MODES: tuple[str, ...] = ("tadsr", "sds", "sds+hr")
+# denoise(x_t, t) -> x0_hat: the frozen teacher's x0 prediction at step t (input scaling and LQ inside).
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+
+def teacher_x0_loss(x0_hat: Tensor, x0: Tensor) -> Tensor:
+    """ResShift training objective: latent MSE between the predicted and the true x0."""
+    return F.mse_loss(x0_hat.float(), x0.float())
+
+
+def regression_loss(x_s: Tensor, x_tch: Tensor) -> Tensor:
+    """L_reg = mean ||x_s - sg(x_tch)||^2 (regression of the one-step student to the teacher's T-step sample)."""
+    return F.mse_loss(x_s.float(), x_tch.detach().float())
+
+
+@torch.no_grad()
+def hfsd_gradient(
+    x_s: Tensor,
+    x_tch: Tensor | None,
+    y: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    denoise: Denoiser,
+    schedule: ResShiftSchedule,
+    mode: HFSDMode = "tadsr",
+    x_hr: Tensor | None = None,
+) -> Tensor:
+    """The (stop-gradient) score difference g of HFSD and its ablations.
+
+    a = x_s + eta_t (y - x_s) + kappa sqrt(eta_t) n; eps(x) = (x - D(x) - eta_t (y - D(x))) / (kappa sqrt(eta_t)).
+
+    * ``tadsr``: reference = the teacher output noised with the same n: g = eps(a) - eps(b), b from x_tch.
+      Cancels the teacher's own denoising bias; zero when x_s == x_tch.
+    * ``sds``: plain score distillation, reference = the injected noise: g = eps(a) - n.
+    * ``sds+hr``: reference = the HR latent noised with the same n: g = eps(a) - eps(b), b from E(hr).
+    """
+    x_s = x_s.detach()
+    a = schedule.q_sample(x_s, y, t, noise)
+    eps_a = schedule.eps_from_x0(a, denoise(a, t), y, t)
+    if mode == "tadsr" or mode == "sds+hr":
+        ref = x_tch if mode == "tadsr" else x_hr
+        if ref is None:
+            raise ValueError(
+                f"HFSD mode {mode!r} needs {'the teacher output' if mode == 'tadsr' else 'the HR latent'}"
+            )
+        ref = ref.detach()
+        b = schedule.q_sample(ref, y, t, noise)
+        eps_b = schedule.eps_from_x0(b, denoise(b, t), y, t)
+    elif mode == "sds":
+        eps_b = noise
+    else:
+        raise ValueError(f"unknown HFSD mode {mode!r}; one of {HFSD_MODES}")
+    return (eps_a - eps_b).float()
+
+
+def hfsd_loss(
+    x_s: Tensor,
+    x_tch: Tensor | None,
+    y: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    denoise: Denoiser,
+    schedule: ResShiftSchedule,
+    mode: HFSDMode = "tadsr",
+    x_hr: Tensor | None = None,
+) -> Tensor:
+    """L_hfsd = mean(sg(g) * x_s): its gradient w.r.t. x_s is g / N and nothing flows through the teacher."""
+    g = hfsd_gradient(x_s, x_tch, y, t, noise, denoise, schedule, mode, x_hr)
+    return (g * x_s.float()).mean()
+
+
+def d_hinge_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """L_D = E[relu(1 - D(real))] + E[relu(1 + D(fake))]."""
+    return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
+
+
+def g_hinge_loss(fake_logits: Tensor) -> Tensor:
+    """L_G = -E[D(fake)]."""
+    return -fake_logits.float().mean()

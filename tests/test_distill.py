@@ -1,0 +1,337 @@
+"""Teacher training, TAD-SR distillation and the shared training loop on tiny CPU runs (recipes/smoke-*.yaml)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+
+from tadsr_cli.errors import TrainingError
+from tadsr_cli.models.config import DenoiserConfig
+from tadsr_cli.train.discriminator import TimeAwareDiscriminator, default_feature_blocks, input_block_channels
+from tadsr_cli.train.distill import make_task, run_recipe
+from tadsr_cli.train.loop import setup_distributed, train
+from tadsr_cli.train.losses import d_hinge_loss, g_hinge_loss
+from tadsr_cli.train.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_TEACHER = ROOT / "recipes" / "smoke-teacher.yaml"
+SMOKE_TADSR = ROOT / "recipes" / "smoke-tadsr.yaml"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one intra-op thread is faster and steadier.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def hr_folder(tmp_path_factory) -> Path:
+    """Six small synthetic 'photos' (smooth colour fields with edges), enough for 64x64 crops."""
+    folder = tmp_path_factory.mktemp("hr")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        base = rng.uniform(0, 255, size=(6, 6, 3)).astype(np.uint8)
+        img = np.asarray(Image.fromarray(base).resize((96, 96), Image.BICUBIC)).copy()
+        img[rng.integers(0, 80) :, rng.integers(0, 80) :: 7] = 255  # some high-frequency structure
+        Image.fromarray(img).save(folder / f"img{i}.png")
+    return folder
+
+
+def _overrides(hr: Path, *extra: str) -> list[str]:
+    return [
+        f"data.hr={hr}",
+        "data.exclude=[]",
+        f"validation.folder={hr}",
+        "validation.files=[img0.png, img1.png]",
+        "validation.lq_size=16",
+        *extra,
+    ]
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Discriminator
+# ---------------------------------------------------------------------------------------------------------------
+def test_feature_blocks_of_the_official_layout():
+    cfg = DenoiserConfig()
+    assert default_feature_blocks(cfg) == [3, 6, 9, 11]
+    assert input_block_channels(cfg) == [160, 160, 160, 160, 320, 320, 320, 320, 320, 320, 640, 640]
+
+
+def test_discriminator_gradients_reach_only_heads_film_and_student():
+    from tadsr_cli.models.presets import tiny_test_config
+    from tadsr_cli.models.sr_model import DiffusionSR
+
+    torch.manual_seed(0)
+    teacher = DiffusionSR(tiny_test_config("x0")).eval().requires_grad_(False)
+    student = DiffusionSR(tiny_test_config("x0"))
+    student.load_state_dict(teacher.state_dict())
+    student.denoiser.requires_grad_(True)
+    disc = TimeAwareDiscriminator(teacher.denoiser, teacher.config.denoiser, teacher.schedule, hidden=16, time_dim=16)
+    assert not any(p is q for p in disc.parameters() for q in teacher.parameters())
+    assert not any(k.startswith("_encoder") or "input_blocks" in k for k in disc.state_dict())
+
+    lq = torch.rand(2, 3, 16, 16) * 2 - 1
+    gt = torch.rand(2, 3, 64, 64) * 2 - 1
+    y, x0 = teacher.lq_latent(lq), teacher.encode(gt)
+    x_T = teacher.schedule.prior_sample(y, torch.randn_like(y))
+    x_s = student.predict_x0(x_T, y, 14, lq)
+    t = torch.tensor([0, 13])
+    n = torch.randn_like(y)
+
+    # D step: real and a detached fake -> gradient into D only
+    real = disc(teacher.schedule.q_sample(x0, y, t, n), t, lq)
+    fake = disc(teacher.schedule.q_sample(x_s.detach(), y, t, n), t, lq)
+    assert real.shape[0] == 2 and real.ndim == 2
+    d_hinge_loss(real, fake).backward()
+    assert all(p.grad is not None for p in disc.parameters())
+    assert any(p.grad.abs().sum() > 0 for p in disc.heads.parameters())
+    assert any(p.grad.abs().sum() > 0 for p in disc.film.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is None for p in student.parameters())
+
+    # G step: D frozen -> gradient through the frozen teacher encoder into the student only
+    disc.zero_grad(set_to_none=True)
+    disc.requires_grad_(False)
+    g_hinge_loss(disc(teacher.schedule.q_sample(x_s, y, t, n), t, lq)).backward()
+    assert all(p.grad is None for p in disc.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    grads = [p.grad for p in student.denoiser.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_discriminator_time_conditioning_changes_logits():
+    from tadsr_cli.models.presets import tiny_test_config
+    from tadsr_cli.models.sr_model import DiffusionSR
+
+    torch.manual_seed(1)
+    teacher = DiffusionSR(tiny_test_config("x0")).eval().requires_grad_(False)
+    disc = TimeAwareDiscriminator(teacher.denoiser, teacher.config.denoiser, teacher.schedule, blocks=[1],
+                                  middle=False, hidden=8, time_dim=8)
+    for film in disc.film:  # give the zero-initialised convs some weight
+        torch.nn.init.normal_(film.conv.weight, std=0.1)
+    x = torch.randn(1, 48, 16, 16)
+    lq = torch.zeros(1, 3, 16, 16)
+    f = disc.features(x, torch.tensor([3]), lq)
+    assert len(f) == 1
+    # same features, different t for the FiLM part
+    from tadsr_cli.models.unet_swin import timestep_embedding
+
+    a = disc.heads[0](disc.film[0](f[0], timestep_embedding(torch.tensor([0]), 8)))
+    b = disc.heads[0](disc.film[0](f[0], timestep_embedding(torch.tensor([9]), 8)))
+    assert not torch.allclose(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Smoke runs
+# ---------------------------------------------------------------------------------------------------------------
+def test_smoke_teacher_run_lowers_loss_and_exports(tmp_path, hr_folder):
+    recipe = load_recipe(SMOKE_TEACHER, _overrides(
+        hr_folder, "iterations=30", "data.length=4", "data.fixed_crops=true", "checkpoint.every=15", "log.every=1",
+    ))
+    out = tmp_path / "run"
+    result = run_recipe(recipe, out, console=_quiet(), progress=False, keep_loss_history=True)
+    losses = [r["loss"] for r in result.losses]
+    assert len(losses) == 30
+    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6]), losses
+    # outputs
+    assert (out / "log.csv").read_text().splitlines()[0].startswith("step,lr,loss")
+    assert len(_records(out)) == 30
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["step-00000015.pt", "step-00000030.pt"]
+    assert sorted(p.name for p in (out / "validation" / "step-00000030").glob("*.png")) == ["img0.png", "img1.png"]
+    assert "psnr_y" in result.metrics
+    from tadsr_cli.models.checkpoints import load_model_file
+
+    model = load_model_file(result.model_path)
+    assert model.config.name == "smoke-teacher"
+    with torch.no_grad():
+        hr = model.sample(torch.zeros(1, 3, 16, 16), torch.zeros(1, 48, 16, 16))
+    assert hr.shape == (1, 3, 64, 64)
+
+
+def test_smoke_distill_run_lowers_losses_and_exports(tmp_path, hr_folder):
+    recipe = load_recipe(SMOKE_TADSR, _overrides(
+        hr_folder, "iterations=12", "data.length=4", "data.fixed_crops=true", "log.every=1",
+    ))
+    out = tmp_path / "run"
+    result = run_recipe(recipe, out, console=_quiet(), progress=False, keep_loss_history=True)
+    recs = result.losses
+    assert len(recs) == 12
+    for key in ("g_total", "reg", "hfsd", "gan_g", "d_loss", "d_real", "d_fake"):
+        assert all(np.isfinite(r[key]) for r in recs), key
+    reg = [r["reg"] for r in recs]
+    assert np.mean(reg[-3:]) < 0.8 * np.mean(reg[:3]), reg
+    assert all(r["d_loss"] > 0 for r in recs)
+    from tadsr_cli.models.checkpoints import load_model_file
+
+    student = load_model_file(result.model_path)
+    assert student.config.name == "smoke-tadsr" and student.config.one_step_timestep == 3
+    with torch.no_grad():
+        hr = student.one_step(torch.zeros(1, 3, 16, 16), torch.zeros(1, 48, 16, 16))
+    assert hr.shape == (1, 3, 64, 64) and torch.isfinite(hr).all()
+    state = torch.load(out / "checkpoints" / "step-00000012.pt", weights_only=True)
+    assert {"model", "ema", "disc", "opt_g", "opt_d", "rng", "step"} <= set(state)
+
+
+def test_resume_is_bit_exact(tmp_path, hr_folder):
+    common = _overrides(hr_folder, "checkpoint.every=3", "checkpoint.keep=5", "log.every=1")
+    full = tmp_path / "full"
+    run_recipe(load_recipe(SMOKE_TADSR, [*common, "iterations=5"]), full, console=_quiet(), progress=False)
+    part = tmp_path / "part"
+    run_recipe(load_recipe(SMOKE_TADSR, [*common, "iterations=3"]), part, console=_quiet(), progress=False)
+    console = _quiet()
+    run_recipe(load_recipe(SMOKE_TADSR, [*common, "iterations=5"]), part, resume=True, console=console,
+               progress=False)
+    assert "resumed from" in console.file.getvalue()
+    a, b = _records(full), _records(part)
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
+    keys = ("g_total", "reg", "hfsd", "gan_g", "d_loss", "d_real", "d_fake")
+    for ra, rb in zip(a, b, strict=True):
+        assert {k: ra[k] for k in keys} == {k: rb[k] for k in keys}, (ra, rb)
+    sa = torch.load(full / "checkpoints" / "step-00000005.pt", weights_only=True)
+    sb = torch.load(part / "checkpoints" / "step-00000005.pt", weights_only=True)
+    for k in sa["ema"]:
+        assert torch.equal(sa["ema"][k], sb["ema"][k]), k
+
+
+def test_corrupt_last_checkpoint_falls_back(tmp_path, hr_folder):
+    common = _overrides(hr_folder, "checkpoint.every=2", "log.every=1")
+    out = tmp_path / "run"
+    run_recipe(load_recipe(SMOKE_TEACHER, [*common, "iterations=4"]), out, console=_quiet(), progress=False)
+    last = out / "checkpoints" / "step-00000004.pt"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
+    last.write_bytes(bytes(data))
+    console = _quiet()
+    result = run_recipe(load_recipe(SMOKE_TEACHER, [*common, "iterations=5"]), out, resume=True, console=console,
+                        progress=False)
+    text = console.file.getvalue()
+    assert "step-00000004.pt" in text and "falling back" in text and "step-00000002.pt" in text
+    assert "resumed from" in text and "(iteration 2)" in text
+    assert result.step == 5
+    assert [r["step"] for r in _records(out)] == [1, 2, 3, 4, 5]
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tmp_path, hr_folder):
+    out = tmp_path / "run"
+    recipe = load_recipe(SMOKE_TEACHER, _overrides(hr_folder, "iterations=1", "validation.n_images=0"))
+    run_recipe(recipe, out, console=_quiet(), progress=False)
+    with pytest.raises(TrainingError, match="already holds checkpoints"):
+        run_recipe(recipe, out, console=_quiet(), progress=False)
+
+
+def _task(recipe):
+    env = setup_distributed(recipe.device)
+    return make_task(recipe, env, _quiet())
+
+
+def test_nan_loss_stops_with_the_iteration(tmp_path, hr_folder):
+    recipe = load_recipe(SMOKE_TEACHER, _overrides(hr_folder, "iterations=6", "checkpoint.every=2"))
+    task = _task(recipe)
+    original = task.train_step
+
+    def poisoned(batches, step):
+        losses = original(batches, step)
+        if step == 2:  # the third iteration
+            losses["loss"] = torch.tensor(float("nan"))
+        return losses
+
+    task.train_step = poisoned
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"loss loss became nan at iteration 3.*step-00000002\.pt"):
+        train(task, out, console=_quiet(), progress=False)
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["step-00000002.pt"]
+    assert not (out / "model.safetensors").exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path, hr_folder):
+    recipe = load_recipe(SMOKE_TEACHER, _overrides(hr_folder, "iterations=50", "checkpoint.every=100"))
+    task = _task(recipe)
+    original = task.train_step
+
+    def interrupted(batches, step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-iteration: finish it, save, stop
+        return original(batches, step)
+
+    task.train_step = interrupted
+    out = tmp_path / "run"
+    console = _quiet()
+    with pytest.raises(KeyboardInterrupt):
+        train(task, out, console=console, progress=False)
+    assert (out / "checkpoints" / "step-00000002.pt").is_file()
+    assert "interrupted: saved" in console.file.getvalue()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_empty_data_folder_fails_before_training(tmp_path, hr_folder):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    recipe = load_recipe(SMOKE_TEACHER, [*_overrides(hr_folder), f"data.hr={empty}"])
+    with pytest.raises(TrainingError, match="no usable images"):
+        run_recipe(recipe, tmp_path / "run", console=_quiet(), progress=False)
+
+
+def test_teacher_cache_hits_and_gives_the_same_losses(tmp_path, hr_folder):
+    common = _overrides(hr_folder, "iterations=2", "data.length=4", "data.fixed_crops=true", "log.every=1",
+                        "validation.n_images=0", "loss.gan=0")
+    plain = tmp_path / "plain"
+    run_recipe(load_recipe(SMOKE_TADSR, common), plain, console=_quiet(), progress=False)
+    cached = tmp_path / "cached"
+    cache = tmp_path / "cache"
+    recipe = load_recipe(SMOKE_TADSR, [*common, f"teacher_cache={cache}"])
+    env = setup_distributed("cpu")
+    task = make_task(recipe, env, _quiet())
+    train(task, cached, console=_quiet(), progress=False)
+    assert task.cache is not None and task.cache.misses == 4 and task.cache.hits == 4
+    assert len(list(cache.rglob("*.safetensors"))) == 4
+    keys = ("g_total", "reg", "hfsd")
+    assert [{k: r[k] for k in keys} for r in _records(plain)] == [{k: r[k] for k in keys} for r in _records(cached)]
+
+
+def test_cli_reports_recipe_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: tadsr\nmodel: {teacher: x}\ndata: {hr: x}\nbatchsize: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "tadsr_cli", "distill", "--recipe", str(bad)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "bad.yaml:4" in proc.stderr and "batchsize" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_torchrun_two_processes(tmp_path, hr_folder):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+           "-m", "tadsr_cli", "distill", "--recipe", str(SMOKE_TADSR), "--out", str(out), "--quiet",
+           *[a for o in _overrides(hr_folder, "iterations=3", "checkpoint.every=2") for a in ("--set", o)]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=150, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model.safetensors").is_file()
+    recs = _records(out)
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["step-00000002.pt", "step-00000003.pt"]
