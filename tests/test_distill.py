@@ -325,7 +325,7 @@ def test_cli_reports_recipe_errors(tmp_path):
                     reason="torchrun not installed")
 def test_torchrun_two_processes(tmp_path, hr_folder):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "tadsr_cli", "distill", "--recipe", str(SMOKE_TADSR), "--out", str(out), "--quiet",
            *[a for o in _overrides(hr_folder, "iterations=3", "checkpoint.every=2") for a in ("--set", o)]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -20,7 +20,6 @@ from tadsr_cli.train.losses import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def schedule() -> ResShiftSchedule:
     return ResShiftSchedule(ScheduleConfig(steps=15))

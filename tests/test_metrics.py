@@ -36,7 +36,12 @@ REALSET = SHARED / "data" / "realset65"
 TRAIN_HR = SHARED / "data" / "train-hr"
 
 # BasicSR 1.4.2 calculate_niqe (see the module docstring), realset65 files as shipped in ../shared/data.
-BASICSR_NIQE = {"0003.jpg": 6.924484846590489, "0015.jpg": 4.918431118585874, "00003.png": 4.032606975857542}
+BASICSR_NIQE = {
+    "0003.jpg": 6.924484846590489,
+    "0015.jpg": 4.918431118585874,
+    "00003.png": 4.032606975857542,
+    "0003.jpg+white-patch": 7.243135772932129,  # pixels [40:280, 60:300] set to 255 (all channels)
+}
 # stlpips-pytorch 0.0.2 reference forward on `_ramp_pair()`.
 STLPIPS_RAMP_REF = 0.2875353693962097
 
@@ -144,6 +149,14 @@ def test_niqe_matches_basicsr(name: str) -> None:
     assert value == pytest.approx(BASICSR_NIQE[name], abs=1e-2)
     # float64 arithmetic (MATLAB-like) stays close on images with many blocks
     assert niqe(_read_rgb(REALSET / name), float32=False) == pytest.approx(BASICSR_NIQE[name], abs=2e-2)
+
+
+def test_niqe_flat_blocks_follow_the_conventional_implementation() -> None:
+    # A saturated patch makes blocks whose normalised coefficients are all zero (no AGGD fit): MATLAB and BasicSR
+    # then keep alpha = 0.2 (the first grid point) as a feature. BasicSR 1.4.2 on this image: 7.243135772932129.
+    img = _read_rgb(REALSET / "0003.jpg")
+    img[40:280, 60:300] = 255
+    assert niqe(img) == pytest.approx(BASICSR_NIQE["0003.jpg+white-patch"], abs=1e-2)
 
 
 def test_niqe_orders_clean_before_degraded() -> None:

@@ -148,7 +148,9 @@ class Session:
 
             if torch.cuda.is_available():
                 device = f"cuda:{int(local_rank) % max(1, torch.cuda.device_count())}"
-        opts: dict[str, Any] = {"seed": s.seed} if s.backend == "torch" else {}
+        opts: dict[str, Any] = {"seed": s.seed}  # every backend accepts it (only torch's ancestral sampler uses it)
+        if s.backend.lower() == "tensorrt":
+            opts.update(tile=s.tiles.tile, batch=s.tiles.batch)  # the engine's optimisation profile
         engine = create_engine(s.backend, model, device=device, precision=s.precision, steps=self.steps,
                                sampler=s.sampler, **opts)
         self.upscaler = Upscaler(engine, s.tiles, seed=s.seed)

@@ -398,7 +398,7 @@ class _Runner:
         names = [m.name for m in methods]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ConfigError(f"two methods share the name(s) {', '.join(dup)}; give --sr dirs distinct names")
+            raise ConfigError(f"two methods share the name(s) {', '.join(dup)}; give each method a distinct name")
         return methods
 
     def check_outputs(self, pairing: imio.Pairing) -> None:

@@ -194,9 +194,6 @@ class SwinBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         ws, s = self.window, self.shift
-        # Shape facts for symbolic tracing (torch.export): lets the window reshapes resolve without specialising.
-        torch._check(h % ws == 0)
-        torch._check(w % ws == 0)
         y = self.norm1(x)
         if s > 0:
             y = torch.roll(y, shifts=(-s, -s), dims=(2, 3))

@@ -359,25 +359,32 @@ class UNetModelSwin(nn.Module):
         """Latent height/width multiple this network needs (see `required_multiple`)."""
         return self._multiple
 
+    def _check_size(self, x: Tensor) -> None:
+        """Height/width must be multiples of `self.multiple` (no data-dependent control flow when traced)."""
+        m = self._multiple
+        if torch.jit.is_tracing():
+            return  # legacy ONNX export: sizes are traced tensors; the exported graph keeps them dynamic
+        if torch.compiler.is_compiling():
+            # torch.export / dynamo: record the fact as a runtime assertion of the graph.
+            torch._check(x.shape[-2] % m == 0)
+            torch._check(x.shape[-1] % m == 0)
+            return
+        h, w = x.shape[-2:]
+        if h % m or w % m:
+            raise ValueError(f"denoiser input {h}x{w} is not a multiple of {m} (pad the LQ, crop back)")
+
     def forward(self, x: Tensor, timesteps: Tensor, lq: Tensor | None = None) -> Tensor:
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-            h_, w_ = x.shape[-2:]
-            if h_ % self._multiple or w_ % self._multiple:
-                raise ValueError(
-                    f"denoiser input {h_}x{w_} is not a multiple of {self._multiple} (pad the LQ, crop back)"
-                )
-        # Same fact for symbolic tracing (torch.export with dynamic height/width): no data-dependent branching.
-        torch._check(x.shape[-2] % self._multiple == 0)
-        torch._check(x.shape[-1] % self._multiple == 0)
+        self._check_size(x)
+        # Compute in the parameters' dtype (cast the module for half precision); GroupNorms run in float32.
         dtype = self.out[-1].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
+        h = x.to(dtype)
         if lq is not None:
             if not self.cond_lq:
                 raise ValueError("this denoiser is not LQ-conditioned (cond_lq=False) but lq was given")
-            x = torch.cat([x, self.feature_extractor(lq.to(x.dtype))], dim=1)
+            h = torch.cat([h, self.feature_extractor(lq.to(dtype))], dim=1)
         elif self.cond_lq:
             raise ValueError("this denoiser is LQ-conditioned (cond_lq=True): pass lq")
-        h = x.to(dtype)
         skips = []
         for block in self.input_blocks:
             h = block(h, emb)

@@ -307,11 +307,17 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
+    """[0, 1] floats -> uint8/uint16, rounded; in row blocks so that no full-size float temporary is made."""
     peak = 65535.0 if bits == 16 else 255.0
-    y = np.multiply(x, peak, dtype=np.float32)  # one temporary, then in place
-    np.clip(y, 0.0, peak, out=y)
-    np.rint(y, out=y)
-    return y.astype(np.uint16 if bits == 16 else np.uint8)
+    out = np.empty(x.shape, dtype=np.uint16 if bits == 16 else np.uint8)
+    row = max(1, int(np.prod(x.shape[1:])))
+    step = max(1, (1 << 22) // row)
+    for i in range(0, x.shape[0], step):
+        y = np.multiply(x[i:i + step], peak, dtype=np.float32)
+        np.clip(y, 0.0, peak, out=y)
+        np.rint(y, out=y)
+        out[i:i + step] = y
+    return out
 
 
 def encode_image(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, *, bit_depth: int = 8,

@@ -35,7 +35,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 # Hold-out split of ``../shared/data/train-hr`` (26 photos): ``split_holdout(sorted names, 4, seed=None)``, i.e.
-# sorted names at positions 3, 9, 16, 22 (every ~6.5th; Python's sort: upper case first) so the validation images are spread over the set.
+# sorted names (Python's order: upper case first) at positions 3, 9, 16, 22, every ~6.5th, so the validation
+# images are spread over the set.
 TRAIN_HR_HOLDOUT: tuple[str, ...] = (
     "Dragonfly_by_Bolly.jpg",
     "Picture_0B_by_freespace.jpg",
@@ -208,8 +209,10 @@ def random_augment(
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """HxWx3 (uint8, or float in [0, 1]) -> float32 tensor 3xHxW in [-1, 1]."""
-    arr = to_float01(img)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))) * 2.0 - 1.0
+    arr = to_float01(img).transpose(2, 0, 1) * np.float32(2.0) - np.float32(
+        1.0
+    )  # numpy: no torch thread pool
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
 class _ImageCache:

@@ -149,11 +149,11 @@ class DistillTask(TrainTask):
                 kernel=ds.kernel,
             ).to(self.device)
             self.d_params = list(self.disc.parameters())
-            if env.distributed:  # identical start on every process
+            if env.distributed:  # identical start on every process (weights and spectral-norm vectors)
                 import torch.distributed as dist
 
-                for p in self.d_params:
-                    dist.broadcast(p.data, 0)
+                for value in self.disc.state_dict().values():
+                    dist.broadcast(value, 0)
             self.opt_d = make_adamw(self.d_params, recipe.optim.d)
         lo_hi = w.disc_timesteps if w.disc_timesteps is not None else [0, max(T - 2, 0)]
         self.disc_range = (int(lo_hi[0]), int(lo_hi[1]))

@@ -702,7 +702,7 @@ def train(
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
-            TextColumn("{task.fields[losses]}"),
+            *[TextColumn(f"{name} {{task.fields[{name}]}}") for name in task.loss_names],
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -710,7 +710,8 @@ def train(
             disable=not console.is_terminal,
         )
         bar.start()
-        bar_task = bar.add_task(task.describe(), total=recipe.iterations, completed=start, rate="", losses="")
+        bar_task = bar.add_task(task.describe(), total=recipe.iterations, completed=start, rate="",
+                                **{name: "-" for name in task.loss_names})
 
     def save(reason: str = "") -> Path | None:
         nonlocal last_saved
@@ -773,7 +774,8 @@ def train(
                     history.append(record)
                 text = " ".join(f"{n} {mean[n]:.4g}" for n in task.loss_names if n in mean)
                 if bar is not None and console.is_terminal:
-                    bar.update(bar_task, completed=step, rate=f"{rate:.2f} it/s", losses=text)
+                    bar.update(bar_task, completed=step, rate=f"{rate:.2f} it/s",
+                               **{n: f"{mean[n]:.4g}" for n in task.loss_names if n in mean})
                 elif main and progress:
                     say(f"{task.describe()} {step}/{recipe.iterations} {rate:.2f} it/s {text}")
             elif bar is not None:
@@ -999,10 +1001,15 @@ class X0Predictor(nn.Module):
 def wrap_ddp(module: nn.Module, env: DistEnv) -> nn.Module:
     if not env.distributed:
         return module
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [env.device.index] if env.device.type == "cuda" else None
-    return DDP(module, device_ids=ids, broadcast_buffers=False)
+    # Buffers are config-derived and identical on every process: no per-forward synchronisation.
+    params = inspect.signature(DDP.__init__).parameters
+    kw = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    return DDP(module, device_ids=ids, **kw)
 
 
 def clip_and_step(
