@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "models",
     "eval",
     "distill",
+    "export",
 )
 
 app = typer.Typer(

@@ -73,7 +73,7 @@ def invoke(args: list[str]) -> tuple[int, str]:
 def test_eval_writes_all_report_files(paired: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     code, text = invoke([
-        "eval", "--lq", str(paired / "lq"), "--gt", str(paired / "gt"), "--baseline", "bicubic,lanczos",
+        "eval", "--lq", str(paired / "lq"), "--gt", str(paired / "gt"), "--baseline", "bicubic",
         "--sr", f"blur={paired / 'sr'}", "-o", str(out), "--device", "cpu",
     ])
     assert code == 0, text
@@ -82,7 +82,7 @@ def test_eval_writes_all_report_files(paired: Path, tmp_path: Path) -> None:
     assert not list(out.glob(".*part*")), "temp files left behind"
 
     rep = json.loads((out / "report.json").read_text())
-    assert [m["name"] for m in rep["methods"]] == ["bicubic", "lanczos", "blur"]
+    assert [m["name"] for m in rep["methods"]] == ["bicubic", "blur"]
     assert rep["images"] == ["a", "b", "c"]
     assert rep["unpaired"]["lq_without_gt"] == ["lonely"]
     assert rep["unpaired"]["missing_sr"] == {"blur": ["c"]}
@@ -97,7 +97,7 @@ def test_eval_writes_all_report_files(paired: Path, tmp_path: Path) -> None:
     assert rep["settings"]["crop_border"] == SCALE
 
     per = {(r["image"], r["method"]): r for r in rep["per_image"]}
-    assert len(per) == 3 + 3 + 2
+    assert len(per) == 3 + 2
     assert per[("b", "blur")]["cropped_to_gt"] is True and per[("b", "blur")]["width"] == 191
     assert per[("a", "blur")]["cropped_to_gt"] is False
     for r in per.values():
@@ -142,11 +142,12 @@ def test_size_mismatch_is_a_per_file_error(paired: Path, tmp_path: Path) -> None
 
 def test_no_ground_truth_reports_niqe_only(paired: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
-    code, text = invoke(["eval", "--lq", str(paired / "lq"), "--baseline", "bicubic", "-o", str(out),
+    code, text = invoke(["eval", "--lq", str(paired / "lq"), "--baseline", "bicubic,lanczos", "-o", str(out),
                          "--limit", "2", "--figure-images", "1"])
     assert code == 0, text
     rep = json.loads((out / "report.json").read_text())
     assert rep["images"] == ["a", "b"] and rep["unpaired"]["counts"]["left_out_by_limit"] == 2
+    assert [m["name"] for m in rep["methods"]] == ["bicubic", "lanczos"]
     for key in ("psnr_y", "ssim_y", "st_lpips", "lpips"):
         assert rep["metrics"][key]["available"] is False and "ground truth" in rep["metrics"][key]["reason"]
     assert all(r["psnr_y"] is None and r["niqe"] > 0 for r in rep["per_image"])

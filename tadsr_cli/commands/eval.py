@@ -28,6 +28,10 @@ def eval_command(
     sr: list[str] = typer.Option([], "--sr", help="Ready outputs to measure, NAME=DIR (repeatable)."),
     output: Path = typer.Option(..., "-o", "--output", help="Report folder (report.json, report.md, figure.png)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (models and metrics)."),
+    precision: str = typer.Option("fp32", "--precision", help="Model precision: fp32, bf16 or fp16."),
+    sampler: str = typer.Option(
+        "deterministic", "--sampler", help="Teacher sampler (--steps T): deterministic or ancestral."
+    ),
     tile: int = typer.Option(128, "--tile", help="LQ tile size for models (0 = whole image)."),
     tile_overlap: int = typer.Option(16, "--tile-overlap", help="Tile overlap in LQ pixels."),
     tile_batch: int = typer.Option(4, "--tile-batch", help="Tiles per model call."),
@@ -50,7 +54,8 @@ def eval_command(
         raise typer.BadParameter(str(exc)) from exc
     cfg = EvalConfig(
         lq_dir=lq, gt_dir=gt, out_dir=output, models=list(model), steps=list(steps), baselines=baselines,
-        sr_dirs=sr_dirs, device=device, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed,
+        sr_dirs=sr_dirs, device=device, precision=precision, sampler=sampler, tile=tile, tile_overlap=tile_overlap,
+        tile_batch=tile_batch, seed=seed,
         limit=limit, scale=scale, figure_images=figure_images, save_sr=save_sr, use_lpips=not no_lpips,
         use_niqe=not no_niqe,
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,8 @@ def to_json(result: EvalResult) -> dict[str, Any]:
         "lq_dir": str(cfg.lq_dir), "gt_dir": str(cfg.gt_dir) if cfg.gt_dir else None,
         "scale": cfg.scale, "crop_border": cfg.border, "y_channel": "BT.601 studio swing (16-235)",
         "ssim_window": "11x11 Gaussian, sigma 1.5", "niqe": "Y, 96x96 blocks, crop 0, BasicSR-compatible float32",
-        "outputs_quantized_to": "uint8", "device": cfg.device, "tile": cfg.tile, "tile_overlap": cfg.tile_overlap,
+        "outputs_quantized_to": "uint8", "device": cfg.device, "precision": cfg.precision,
+        "sampler": cfg.sampler, "tile": cfg.tile, "tile_overlap": cfg.tile_overlap,
         "tile_batch": cfg.tile_batch, "seed": cfg.seed, "limit": cfg.limit, "steps": cfg.steps or None,
         "stlpips_weights": result.stlpips_weights,
     }
@@ -137,7 +137,7 @@ def to_markdown(result: EvalResult, figure_name: str | None = "figure.png") -> s
         d = method.describe()
         if method.kind == "model":
             lines.append(f"- **{method.name}**: model `{d['model']}` (file `{d['model_file']}`, "
-                         f"sha256 `{d['model_sha256']}`), {d['steps']} step(s), device {d['device']}, "
+                         f"sha256 `{d['model_sha256']}`), {d['steps']} step(s), device {d['device']}, {d['precision']}, "
                          f"tile {cfg.tile}/{cfg.tile_overlap}, seed {cfg.seed}")
         elif method.kind == "baseline":
             lines.append(f"- **{method.name}**: {d['implementation']}")
@@ -215,18 +215,11 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
         if not ok:
             raise OutputError(f"{path}: PNG encoding failed")
         buf.tofile(str(tmp))
-        _readable(tmp)
-
-
-def _readable(tmp: Path) -> None:
-    """Temp files are created 0600; a report is meant to be shared like any other output."""
-    os.chmod(tmp, 0o644)
 
 
 def write_text(path: Path, text: str) -> None:
     with atomic_write_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        _readable(tmp)
 
 
 def write_report(result: EvalResult, out_dir: Path | None = None) -> dict[str, Path]:

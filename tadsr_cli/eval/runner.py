@@ -11,7 +11,6 @@ Every output is quantised to 8 bits (as a saved PNG would be) before it is measu
 from __future__ import annotations
 
 import math
-import os
 import platform
 import re
 import time
@@ -74,6 +73,8 @@ class EvalConfig:
     baselines: list[str] = field(default_factory=list)
     sr_dirs: list[tuple[str, Path]] = field(default_factory=list)
     device: str = "auto"
+    precision: str = "fp32"
+    sampler: str = "deterministic"  # teacher sampling (steps = T)
     tile: int = 128
     tile_overlap: int = 16
     tile_batch: int = 4
@@ -142,12 +143,15 @@ class MethodSpec:
     model_file: str | None = None
     model_sha256: str | None = None
     device: str | None = None
+    precision: str | None = None
+    sampler: str | None = None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == "model":
             out.update(model=self.model, model_file=self.model_file, model_sha256=self.model_sha256,
-                       steps=self.steps, device=self.device)
+                       steps=self.steps, device=self.device, precision=self.precision,
+                       sampler=self.sampler if (self.steps or 1) > 1 else None)
         elif self.kind == "baseline":
             out.update(baseline=self.baseline, implementation=BASELINE_NOTES[self.baseline or ""])
         else:
@@ -387,7 +391,8 @@ class _Runner:
                 for steps in steps_list:
                     methods.append(MethodSpec(
                         name=f"{label} ({steps} step{'s' if steps != 1 else ''})", kind="model", model=model,
-                        steps=steps, model_file=str(path), model_sha256=sha,
+                        steps=steps, model_file=str(path), model_sha256=sha, precision=cfg.precision,
+                        sampler=cfg.sampler,
                     ))
         for b in cfg.baselines:
             methods.append(MethodSpec(name=b, kind="baseline", baseline=b))
@@ -480,7 +485,6 @@ class _Runner:
             dst = cfg.out_dir / "sr" / slug(method.name) / f"{stem}.png"
             with atomic_write_path(dst) as tmp:
                 imio.write_rgb(tmp, imio.as_u8(sr))
-                os.chmod(tmp, 0o644)
 
     def _error(self, result: EvalResult, method: MethodSpec, stem: str, exc: Exception) -> None:
         result.errors.append({"image": stem, "method": method.name, "error": str(exc)})
@@ -535,7 +539,8 @@ class _Runner:
         model = registry.resolve_model(method.model, device="cpu")
         if int(model.scale) != cfg.scale:
             raise ConfigError(f"model {method.model} is x{model.scale} but --scale is {cfg.scale}")
-        engine = create_engine("torch", model, device=str(device), steps=int(method.steps or 1), seed=cfg.seed)
+        engine = create_engine("torch", model, device=str(device), precision=cfg.precision,
+                               steps=int(method.steps or 1), sampler=cfg.sampler, seed=cfg.seed)
         upscaler = Upscaler(engine, TileOptions(tile=cfg.tile, overlap=cfg.tile_overlap, batch=cfg.tile_batch),
                             seed=cfg.seed)
         stems = result.pairing.stems

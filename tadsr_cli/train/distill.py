@@ -411,6 +411,8 @@ def run_recipe(
     """Train a recipe (teacher or TAD-SR) into `out_dir` (default: `recipe.output_dir` or `runs/<name>`)."""
     console = console or Console(stderr=True)
     out = Path(out_dir or recipe.output_dir or Path("runs") / recipe.name)
+    if recipe.threads is not None:
+        torch.set_num_threads(recipe.threads)
     env = setup_distributed(recipe.device)
     try:
         task = make_task(recipe, env, console)

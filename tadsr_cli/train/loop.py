@@ -657,6 +657,10 @@ def train(
             set_rng_state(state["rng"])
             start = int(state["step"])
             say(f"resumed from {path} (iteration {start})")
+            changed = _recipe_changes(state.get("recipe"), recipe.to_dict())
+            if changed:
+                say(f"[yellow]warning:[/yellow] the recipe changed since that checkpoint: {', '.join(changed)} "
+                    "(resuming with the new values)")
     elif ckpts.list():
         raise TrainingError(
             f"{out_dir} already holds checkpoints: pass --resume to continue, or choose another --out"
@@ -808,17 +812,40 @@ def train(
             elapsed,
             done / elapsed if elapsed > 0 else 0.0,
         )
-    except KeyboardInterrupt:
-        # Ctrl-C arriving outside the guarded points (e.g. a second Ctrl-C): save what is consistent, then exit.
-        if step != last_saved and step > start:
-            with contextlib.suppress(Exception):
-                save("interrupted")
-        raise
     finally:
+        # A second Ctrl-C interrupts mid-iteration: nothing is saved then (the state may be half-updated);
+        # the last checkpoint stays the newest one.
         restore_signals()
         if bar is not None:
             bar.stop()
         stream.close()
+
+
+_RESUME_FREE_KEYS = {"iterations", "output_dir", "checkpoint", "log", "validation", "threads", "device"}
+
+
+def _recipe_changes(saved: str | None, current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between the checkpoint's recipe and the current one (bookkeeping keys
+    such as iterations, logging, checkpointing and validation may change freely)."""
+    if not saved:
+        return []
+    try:
+        old = json.loads(saved)
+    except json.JSONDecodeError:
+        return []
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if not prefix and k in _RESUME_FREE_KEYS or prefix == "data." and k == "workers":
+                    continue
+                walk(a.get(k), b.get(k), f"{prefix}{k}.")
+        elif a != b:
+            out.append(prefix.rstrip("."))
+
+    walk(old, current, "")
+    return out
 
 
 def _has_validation(task: TrainTask) -> bool:

@@ -6,6 +6,7 @@
     seed: 123456
     output_dir: runs/my-run          # default: runs/<name>; `tadsr distill --out DIR` wins
     device: auto                     # auto | cpu | cuda | cuda:N
+    threads: null                    # torch threads per process (1 is fastest on a busy CPU)
     model:                           # teacher: inline ModelConfig keys (denoiser/autoencoder/schedule/prediction)
       teacher: resshift-realsr-x4-v1 # tadsr: a model file or registry name (the student starts as its copy)
       init: null                     # optional weights (model file) to start from
@@ -163,6 +164,7 @@ class Recipe:
     seed: int = 0
     output_dir: str | None = None
     device: str = "auto"
+    threads: int | None = None  # torch intra-op threads per process (None: PyTorch's default)
     degradation: dict[str, Any] | None = None
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
@@ -551,6 +553,8 @@ def _semantic_checks(r: Recipe, lines: _Lines) -> None:
     }.items():
         if value < 0:
             fail(path, f"must be >= 0, got {value}")
+    if r.threads is not None and r.threads < 1:
+        fail(("threads",), f"must be >= 1 or null, got {r.threads}")
     if r.data.length is not None and r.data.length < 1:
         fail(("data", "length"), f"must be >= 1, got {r.data.length}")
     if r.batch % r.grad_accum:
