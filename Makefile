@@ -14,9 +14,10 @@ $(BIN)/tadsr: pyproject.toml
 
 setup: $(BIN)/tadsr
 
+# The main job: upscale the bundled sample with the embedded default model (writes sample_x4.png next to it).
 demo: setup
-	$(BIN)/tadsr --help
-	$(BIN)/tadsr models list
+	$(BIN)/tadsr upscale tadsr_cli/assets/sample.png --overwrite
+	@echo "wrote tadsr_cli/assets/sample_x4.png"
 
 test: setup
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tadsr_cli import __version__
 from tadsr_cli.errors import TadsrError
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     except TadsrError as exc:
         if os.environ.get("TADSR_DEBUG"):
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")

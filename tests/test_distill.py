@@ -298,6 +298,22 @@ def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path, hr_folder):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_paired_folders(tmp_path, hr_folder):
+    lq_dir, gt_dir = tmp_path / "lq", tmp_path / "gt"
+    lq_dir.mkdir()
+    gt_dir.mkdir()
+    for f in sorted(hr_folder.glob("*.png")):
+        img = Image.open(f)
+        img.save(gt_dir / f.name)
+        img.resize((24, 24), Image.BICUBIC).save(lq_dir / f.name)
+    recipe = load_recipe(SMOKE_TEACHER, [
+        *_overrides(hr_folder, "iterations=2", "validation.n_images=0"),
+        "data.hr=null", f"data.lq={lq_dir}", f"data.gt={gt_dir}",
+    ])
+    result = run_recipe(recipe, tmp_path / "run", console=_quiet(), progress=False)
+    assert result.step == 2 and result.model_path.is_file()
+
+
 def test_empty_data_folder_fails_before_training(tmp_path, hr_folder):
     empty = tmp_path / "empty"
     empty.mkdir()
