@@ -25,6 +25,7 @@ from torch import Tensor
 from engines import cache as engine_cache
 from engines.onnx_export import (
     DEFAULT_OPSET,
+    DEFAULT_TOLERANCE,
     GRAPH_VERSION,
     QUANTIZER_SCOPE,
     check_tile,
@@ -111,6 +112,7 @@ def ensure_onnx(
     cache_dir: str | Path | None = None,
     verify: bool = True,
     model_sha: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> tuple[Path, Any]:
     """The cached fp32 graph for these settings, exported (and verified) first when missing.
 
@@ -125,7 +127,7 @@ def ensure_onnx(
     if path.is_file() and path.stat().st_size > 0:
         return path, None
     log.warning("exporting the model to ONNX (one time; cached as %s)", path)
-    report = export_onnx(model, path, tile=tile, dynamic=dynamic, opset=opset, verify=verify,
+    report = export_onnx(model, path, tile=tile, dynamic=dynamic, opset=opset, verify=verify, tolerance=tolerance,
                          metadata={"model_sha256": sha}, log=log.info)
     return path, report
 

@@ -195,7 +195,7 @@ def build_engine(
 class _Loaded:
     """A deserialized engine + its execution context."""
 
-    def __init__(self, trt: Any, runtime: Any, record: plan.EngineRecord) -> None:
+    def __init__(self, runtime: Any, record: plan.EngineRecord) -> None:
         self.record = record
         self.engine = runtime.deserialize_cuda_engine(record.path.read_bytes())
         if self.engine is None:
@@ -268,7 +268,7 @@ class TensorRTEngine:
     def _onnx(self) -> Path:
         from engines.onnx_engine import ensure_onnx
 
-        # Export on the CPU (the graph is device-independent), then put the model back for the fp32 fallback.
+        # The export runs on the CPU (the graph is device-independent); the fp32 fallback moves the model back.
         path, _ = ensure_onnx(self.model, model_path=self.model_path, opset=self.opset, dynamic=True,
                               cache_dir=self.cache_dir, model_sha=self.model_sha)
         return path
@@ -292,7 +292,7 @@ class TensorRTEngine:
             record = plan.EngineRecord(path, want)
         loaded = self._loaded.get(record.path)
         if loaded is None:
-            loaded = self._loaded[record.path] = _Loaded(self.trt, self.runtime, record)
+            loaded = self._loaded[record.path] = _Loaded(self.runtime, record)
         return loaded
 
     def _check(self, lq: Tensor, noise: Tensor) -> tuple[int, int, int]:

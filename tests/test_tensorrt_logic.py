@@ -204,7 +204,184 @@ def test_export_tensorrt_cli_without_tensorrt(tmp_path, capsys, monkeypatch):
     model = save_model(DiffusionSR(tiny_test_config()), tmp_path / "m.safetensors")
     code, _, err = run_cli(["export", "--model", str(model), "--format", "tensorrt"], capsys)
     assert code == 2
-    text = " ".join(err.split())
-    # (cli.main prints messages as rich markup, which currently swallows "[tensorrt]"; the exact message is
-    # checked on the exception above)
-    assert "TensorRT is not installed: pip install 'tadsr" in text and "NVIDIA GPU" in text
+    assert ("TensorRT is not installed: pip install 'tadsr[tensorrt]' on a machine with an NVIDIA GPU"
+            in " ".join(err.split()))
+
+
+# ---- the engine's build/cache flow against a stand-in `tensorrt` module (records the API calls) -------------------
+class _FakeTRT:
+    """Just enough of the TensorRT 10 Python API for `build_engine` and the engine cache (no GPU)."""
+
+    __version__ = "10.3.0"
+    float32, float16, bfloat16 = "float32", "float16", "bfloat16"
+
+    def __init__(self) -> None:
+        import types
+
+        self.calls: list[tuple] = []
+        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, lvl=None: None})
+        self.BuilderFlag = types.SimpleNamespace(FP16="FP16", BF16="BF16", PREFER_PRECISION_CONSTRAINTS="PREFER")
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+        fake = self
+
+        class Out:
+            dtype = "float32"
+
+        class Layer:
+            def __init__(self, name: str, kind: str) -> None:
+                self.name, self.type, self.num_outputs = name, types.SimpleNamespace(name=kind), 1
+                self.precision = None
+
+            def get_output(self, j):
+                return Out()
+
+            def set_output_type(self, j, dtype):
+                fake.calls.append(("output_type", self.name, dtype))
+
+        class Network:
+            layers = [Layer("/quantizer/ArgMin", "TOPK"), Layer("/model/denoiser/Conv", "CONVOLUTION"),
+                      Layer("/model/x/InstanceNormalization", "NORMALIZATION")]
+            num_layers = 3
+
+            def get_layer(self, i):
+                return self.layers[i]
+
+        class Profile:
+            def set_shape(self, name, mn, opt, mx):
+                fake.calls.append(("set_shape", name, mn, opt, mx))
+
+        class Cache:
+            def serialize(self):
+                return b"timing-cache"
+
+        class Config:
+            progress_monitor = None
+
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls.append(("workspace", size))
+
+            def set_flag(self, flag):
+                fake.calls.append(("flag", flag))
+
+            def add_optimization_profile(self, p):
+                fake.calls.append(("profile",))
+
+            def create_timing_cache(self, blob):
+                fake.calls.append(("timing_in", bytes(blob)))
+                return Cache()
+
+            def set_timing_cache(self, cache, ignore):
+                return True
+
+            def get_timing_cache(self):
+                return Cache()
+
+        class Builder:
+            def __init__(self, logger) -> None:
+                pass
+
+            def create_network(self, flags):
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                fake.calls.append(("build",))
+                mon = config.progress_monitor
+                if mon is not None:  # TensorRT reports phases from its own threads
+                    mon.phase_start("Building engine", None, 2)
+                    fake.calls.append(("step", mon.step_complete("Building engine", 0)))
+                    mon.phase_finish("Building engine")
+                return b"serialized-engine"
+
+        class Parser:
+            num_errors = 0
+
+            def __init__(self, network, logger) -> None:
+                pass
+
+            def parse_from_file(self, path):
+                fake.calls.append(("parse", path))
+                return True
+
+        class Engine:
+            num_io_tensors = 4
+
+            def get_tensor_name(self, i):
+                return ["lq", "noise", "hr", "latent"][i]
+
+            def create_execution_context(self):
+                return object()
+
+        class Runtime:
+            def __init__(self, logger) -> None:
+                pass
+
+            def deserialize_cuda_engine(self, blob):
+                assert blob == b"serialized-engine"
+                return Engine()
+
+        class IProgressMonitor:
+            def __init__(self) -> None:
+                pass
+
+        self.Builder, self.OnnxParser, self.Runtime = Builder, Parser, Runtime
+        self.IProgressMonitor = IProgressMonitor
+
+
+def test_engine_build_and_cache_flow_with_a_stand_in_tensorrt(tmp_path, monkeypatch):
+    import types
+
+    import torch
+
+    import engines.tensorrt_engine as te
+    from tadsr_cli.models.checkpoints import save_model
+    from tadsr_cli.models.presets import tiny_test_config
+    from tadsr_cli.models.sr_model import DiffusionSR
+
+    fake = _FakeTRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    props = types.SimpleNamespace(major=8, minor=9, name="NVIDIA L4", total_memory=24 << 30)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: props)
+    onnx_file = tmp_path / "graph.onnx"
+    onnx_file.write_bytes(b"onnx")
+    monkeypatch.setattr(te.TensorRTEngine, "_onnx", lambda self: onnx_file)  # no export needed here
+    model_path = save_model(DiffusionSR(tiny_test_config()), tmp_path / "m.safetensors")
+    model = DiffusionSR(tiny_test_config())
+
+    eng = te.create(model, device="cuda", precision="fp16", tile=64, batch=2, model_path=model_path,
+                    show_progress=False)
+    assert eng.builds == 1 and eng.gpu_name == "NVIDIA L4"
+    assert ("set_shape", "lq", (1, 3, 16, 16), (2, 3, 64, 64), (2, 3, 64, 64)) in fake.calls
+    assert ("set_shape", "noise", (1, 48, 16, 16), (2, 48, 64, 64), (2, 48, 64, 64)) in fake.calls
+    assert ("flag", "FP16") in fake.calls and ("flag", "PREFER") in fake.calls
+    kept = {c[1] for c in fake.calls if c[0] == "output_type"}
+    assert kept == {"/quantizer/ArgMin", "/model/x/InstanceNormalization"}  # convs stay fp16
+    plans = sorted(eng.folder.glob("*.plan"))
+    assert len(plans) == 1 and "fp16" in plans[0].name and "NVIDIA-L4" in plans[0].name
+    assert (eng.folder / plan.timing_cache_name("10.3.0", "NVIDIA L4")).read_bytes() == b"timing-cache"
+
+    # a second engine (another run) and new resolutions inside the profile: no rebuild
+    fake.calls.clear()
+    again = te.create(model, device="cuda", precision="fp16", tile=64, batch=2, model_path=model_path,
+                      show_progress=False)
+    again._get(1, 48, 32)
+    again._get(2, 64, 64)
+    assert again.builds == 0 and ("build",) not in fake.calls
+    # outside the profile (a larger tile): one more engine, and the timing cache is fed back in
+    again._get(1, 128, 128)
+    assert again.builds == 1 and ("timing_in", b"timing-cache") in fake.calls
+    assert len(list(eng.folder.glob("*.plan"))) == 2
+    # another precision is another engine; bf16 needs compute capability 8.0 (this one is 8.9)
+    bf = te.create(model, device="cuda", precision="bf16", tile=64, batch=2, model_path=model_path,
+                   show_progress=True)  # with the progress display and an IProgressMonitor
+    assert bf.builds == 1 and ("flag", "BF16") in fake.calls and ("step", True) in fake.calls
+    with pytest.raises(EngineUnavailableError, match="CUDA"):
+        te.create(model, device="cpu", precision="fp16", model_path=model_path)

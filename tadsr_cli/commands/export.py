@@ -72,7 +72,7 @@ def export_command(
     tile = default_tile(multiple) if tile is None else tile
     if output is None:
         path, report = ensure_onnx(net, model_path=model_path, opset=opset, dynamic=dynamic, tile=tile,
-                                   verify=verify)
+                                   verify=verify, tolerance=tolerance)
         if report is None:
             console.print(f"cached export found: {path}", highlight=False)
     else:
