@@ -8,15 +8,16 @@ than wall time on a shared machine), throughput in output megapixels/s, peak RSS
 where the kernel allows), CUDA max allocated (torch allocations) on a GPU, and the error against torch fp32 (max
 abs error and PSNR on [-1, 1] images, i.e. a peak-to-peak of 2).
 
-Variants: `torch-fp32` (plain eager, the baseline), `torch-bf16`/`torch-fp16` (the torch engine's autocast),
-`torch-bf16-cl` (weights cast to bf16 once + channels_last activations: the CPU fast path, see `FastTorchRunner`),
-optionally its `torch.compile`d form, `onnx-fp32` (+ `onnx-fp16` on CUDA) and `tensorrt-*` where installed.
+Variants: `torch-fp32` (plain eager, the baseline), `torch-bf16` (the torch engine: on CPU the cast-once bf16 +
+channels_last fast path of `engines.fast_cpu`, autocast on a GPU), `torch-bf16-autocast` (CPU: the engine with
+`fast_path=False`), `torch-bf16-cl` (GPU: the fast path forced on, see `FastTorchRunner`), `torch-fp16` (GPU
+autocast), optionally the fast path `torch.compile`d, `onnx-fp32` (+ `onnx-fp16` on CUDA) and `tensorrt-*` where
+installed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -33,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engines.onnx_export import replace_upsamplers
+from engines.fast_cpu import FastOneStep
+from engines.torch_engine import TorchEngine
 
 Log = Callable[[str], None]
 
@@ -83,67 +85,16 @@ def cpu_model_name() -> str:
 
 
 # ---- the CPU fast path ----------------------------------------------------------------------------------------
-class FastTorchRunner:
-    """Torch one-step with the weights cast to `dtype` once and channels_last activations.
+class FastTorchRunner(TorchEngine):
+    """The torch engine forced onto the cast-once bf16 fast path (`engines.fast_cpu`) on any device, optionally
+    with its networks `torch.compile`d. (On CPU, plain `TorchEngine(precision="bf16")` already uses the fast path;
+    this adds the compiled form and the fast path on a GPU for comparison.)"""
 
-    On CPUs with AVX512-BF16/AMX this is the fast path for the official VQ model (91% of whose time is the VQ
-    autoencoder's convolutions): oneDNN runs bf16 convolutions directly, without autocast's per-call weight casts
-    and fp32 round trips around every GroupNorm; the nearest-2x + 3x3-conv upsamplers run as one 2x2 conv over the
-    four output phases (`SubpixelUpsampleConv`), and the VQ codebook search stays in fp32. Same NaN/Inf rule as the engines: a non-finite tile (image or
-    latent) is recomputed in fp32 with the original model. (A prototype of a torch-engine option; see the note.)
-    """
-
-    name = "torch"
-
-    def __init__(self, model: Any, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True,
-                 compile: bool = False, device: str = "cpu") -> None:
-        self.base = model.to(device).eval()
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.channels_last = channels_last
-        fast = copy.deepcopy(self.base).to(dtype)
-        replace_upsamplers(fast)  # nearest-2x + conv3x3 as one 2x2 conv over the 4 phases (2.25x fewer MACs)
-        if channels_last:
-            fast = fast.to(memory_format=torch.channels_last)
-        for p in fast.parameters():
-            p.requires_grad_(False)
-        self.model = fast
-        self.scale = int(model.scale)
-        self.lq_multiple = int(model.lq_multiple)
-        self.latent_channels = int(model.latent_channels)
-        if compile:  # the networks only: the schedule's numpy tables do not trace under inference_mode
-            fast.denoiser = torch.compile(fast.denoiser, dynamic=False)
-            vq = getattr(fast.autoencoder, "vq", None)
-            if vq is not None:
-                vq.encoder = torch.compile(vq.encoder, dynamic=False)
-                vq.decoder = torch.compile(vq.decoder, dynamic=False)
-
-    def _prep(self, t: Tensor) -> Tensor:
-        t = t.to(self.device, self.dtype)
-        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
-
-    def _forward(self, lq: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        z = self.model.one_step_latent(lq, noise)
-        ae = self.model.autoencoder
-        if callable(getattr(ae, "quantize", None)):
-            # Nearest-codebook search in fp32 (the original model's codebook): bf16 distances flip near-ties.
-            zq = self.base.autoencoder.quantize(z.float()).to(self.dtype)
-            if self.channels_last:
-                zq = zq.contiguous(memory_format=torch.channels_last)
-            return z, ae.decode(zq, quantize=False).clamp(-1.0, 1.0)
-        return z, self.model.decode(z)
-
-    def run(self, lq: Tensor, noise: Tensor) -> Tensor:
-        with torch.inference_mode():
-            self.model.check_size(lq)
-            z, img = self._forward(self._prep(lq), self._prep(noise))
-            ok = torch.isfinite(z).flatten(1).all(1) & torch.isfinite(img).flatten(1).all(1)
-            img = img.float()
-            if not bool(ok.all()):
-                bad = (~ok).nonzero().flatten()
-                img = img.clone()
-                img[bad] = self.base.one_step(lq[bad].to(self.device), noise[bad].to(self.device)).float()
-            return img.contiguous().cpu()
+    def __init__(self, model: Any, compile: bool = False, device: str = "cpu") -> None:
+        super().__init__(model, device=device, precision="bf16")
+        self.fast_path = True
+        if compile:
+            self._fast = FastOneStep(self.model, torch.bfloat16, compile=True)
 
 
 # ---- variants -------------------------------------------------------------------------------------------------
@@ -179,12 +130,18 @@ def _variants(model: Any, device: str, backends: list[str], precisions: list[str
             "plain eager fp32 (baseline)")
         if "bf16" in precisions:
             add("torch-bf16", "torch", "bf16",
-                lambda: create_engine("torch", model, device=device, precision="bf16"), "torch engine autocast")
-            add("torch-bf16-cl", "torch", "bf16", lambda: FastTorchRunner(model, torch.bfloat16, True, False, device),
-                "bf16 weights + channels_last")
+                lambda: create_engine("torch", model, device=device, precision="bf16"),
+                "torch engine (CPU: bf16 weights cast once + channels_last, engines.fast_cpu; GPU: autocast)")
+            if cuda:
+                add("torch-bf16-cl", "torch", "bf16", lambda: FastTorchRunner(model, False, device),
+                    "bf16 weights + channels_last")
+            else:
+                add("torch-bf16-autocast", "torch", "bf16",
+                    lambda: create_engine("torch", model, device=device, precision="bf16", fast_path=False),
+                    "torch engine autocast (fast_path=False)")
             if compile_fast:
-                add("torch-bf16-cl-compiled", "torch", "bf16",
-                    lambda: FastTorchRunner(model, torch.bfloat16, True, True, device), "+ torch.compile")
+                add("torch-bf16-cl-compiled", "torch", "bf16", lambda: FastTorchRunner(model, True, device),
+                    "+ torch.compile")
         if "fp16" in precisions and cuda:
             add("torch-fp16", "torch", "fp16",
                 lambda: create_engine("torch", model, device=device, precision="fp16"), "torch engine autocast")

@@ -54,8 +54,12 @@ def _is_oom(exc: BaseException) -> bool:
 class TorchEngine:
     """Runs `DiffusionSR.one_step` (steps = 1, the student) or `DiffusionSR.sample` (steps = T, teacher mode).
 
-    Precision `bf16`/`fp16` runs under autocast; every output tile is checked for NaN/Inf (latent and image) and a
-    bad tile is recomputed in fp32, with one warning per engine. The ancestral teacher sampler draws its per-step
+    Precision `bf16`/`fp16` runs under autocast, except one-step `bf16` on CPU, which (unless `fast_path=False`)
+    runs the cast-once fast path of `engines.fast_cpu`: a bf16, channels_last copy of the model with the
+    upsamplers rewritten and the VQ codebook search in fp32. That copy is made lazily on the first bf16 call and
+    costs half the model's fp32 parameter memory; the original fp32 model is not changed (it is the fp32 fallback).
+    Teacher mode (steps = T) keeps autocast, whose sampler state stays fp32. Every output tile is checked for
+    NaN/Inf (latent and image) and a bad tile is recomputed in fp32, with one warning per engine. The ancestral teacher sampler draws its per-step
     noise from a torch generator re-seeded with `seed` on every call (reproducible, but per tile: not from the
     global noise field), so use the deterministic sampler for tiled comparisons.
     """
@@ -63,7 +67,7 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, model: Any, device: str = "auto", precision: str = "fp32", steps: int = 1,
-                 sampler: str = "deterministic", seed: int = 0) -> None:
+                 sampler: str = "deterministic", seed: int = 0, fast_path: bool = True) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if sampler not in SAMPLERS:
@@ -88,6 +92,9 @@ class TorchEngine:
         self.lq_multiple = int(model.lq_multiple)
         self.latent_channels = int(model.latent_channels)
         self._warned = False
+        # one-step bf16 on CPU: the cast-once fast path (engines.fast_cpu), built on first use
+        self.fast_path = bool(fast_path and self.device.type == "cpu" and precision == "bf16" and self.steps == 1)
+        self._fast: Any = None
 
     def __repr__(self) -> str:
         return (f"TorchEngine(device={self.device}, precision={self.precision}, steps={self.steps}, "
@@ -95,7 +102,9 @@ class TorchEngine:
 
     # ------------------------------------------------------------------------------------------------------
     def _forward(self, lq: Tensor, noise: Tensor, reduced: bool) -> tuple[Tensor, Tensor]:
-        """Returns (latent, image) for a batch; under autocast when `reduced`."""
+        """Returns (latent, image) for a batch; reduced precision (fast path or autocast) when `reduced`."""
+        if reduced and self.fast_path:
+            return self._fast_forward()(lq, noise)
         model = self.model
         with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=reduced):
             if self.steps == 1:
@@ -109,6 +118,14 @@ class TorchEngine:
                 z = model.sample_latent(lq, noise, sampler=self.sampler, generator=gen)
             img = model.decode(z)
         return z, img
+
+    def _fast_forward(self) -> Any:
+        if self._fast is None:
+            from engines.fast_cpu import FastOneStep
+
+            with torch.inference_mode(False):  # ordinary (not inference-mode) tensors for the kept copy
+                self._fast = FastOneStep(self.model, self.dtype)
+        return self._fast
 
     @staticmethod
     def _finite(z: Tensor, img: Tensor) -> Tensor:
@@ -142,7 +159,7 @@ class TorchEngine:
                         raise NumericalError("the model produced NaN/Inf even in fp32")
                     img = img.float().clone()
                     img[bad] = img32.float()
-                return img.float().cpu()
+                return img.float().contiguous().cpu()
         except Exception as exc:
             if _is_oom(exc) and self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -151,7 +168,11 @@ class TorchEngine:
 
 def create(model: Any, *, device: str = "auto", precision: str = "fp32", steps: int = 1,
            sampler: str = "deterministic", **opts: Any) -> TorchEngine:
+    """`opts`: `seed` (ancestral teacher sampler), `fast_path` (default True: one-step bf16 on CPU uses the
+    cast-once fast path of `engines.fast_cpu`; False: autocast)."""
     seed = int(opts.pop("seed", 0))
+    fast_path = bool(opts.pop("fast_path", True))
     if opts:
         raise ConfigError(f"torch engine: unknown option(s) {sorted(opts)}")
-    return TorchEngine(model, device=device, precision=precision, steps=steps, sampler=sampler, seed=seed)
+    return TorchEngine(model, device=device, precision=precision, steps=steps, sampler=sampler, seed=seed,
+                       fast_path=fast_path)
