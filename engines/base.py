@@ -7,9 +7,15 @@ Every backend must agree with the torch engine within a stated tolerance.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Protocol, runtime_checkable
 
 from torch import Tensor
+
+from tadsr_cli.errors import NumericalError
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -34,3 +40,26 @@ class Engine(Protocol):
     latent_channels: int
 
     def run(self, lq: Tensor, noise: Tensor) -> Tensor: ...
+
+
+class NonFiniteTiles:
+    """What every backend does with tiles that came out NaN/Inf: an error in fp32; in reduced precision, one
+    warning per engine and the caller recomputes those tiles in fp32."""
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def found(self, precision: str, n_bad: int) -> None:
+        """Call when `n_bad` tiles are not finite; raises in fp32, else warns once (the caller then retries)."""
+        if precision == "fp32":
+            raise NumericalError(f"the model produced NaN/Inf on {n_bad} tile(s) in fp32")
+        if not self._warned:
+            self._warned = True
+            msg = (f"{precision} produced NaN/Inf on {n_bad} tile(s); recomputing them in fp32 "
+                   "(further occurrences are fixed silently)")
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+
+    @staticmethod
+    def still_bad() -> NumericalError:
+        return NumericalError("the model produced NaN/Inf even in fp32")

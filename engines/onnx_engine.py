@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 
 from engines import cache as engine_cache
+from engines.base import NonFiniteTiles
 from engines.onnx_export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
@@ -34,7 +34,7 @@ from engines.onnx_export import (
     physical_cores,
     shape_mode_name,
 )
-from tadsr_cli.errors import ConfigError, EngineUnavailableError, NumericalError
+from tadsr_cli.errors import ConfigError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class OnnxEngine:
         run_path = ensure_fp16(self.onnx_path) if precision == "fp16" else self.onnx_path
         self.session = self._session(run_path)
         self._fp32_session: Any = self.session if precision == "fp32" else None
-        self._warned = False
+        self._nonfinite = NonFiniteTiles()
 
     def __repr__(self) -> str:
         return f"OnnxEngine(provider={self.provider}, precision={self.precision}, file={self.onnx_path.name})"
@@ -250,17 +250,10 @@ class OnnxEngine:
         ok = self._finite(hr, z)
         if not ok.all():
             bad = np.flatnonzero(~ok)
-            if self.precision == "fp32":
-                raise NumericalError(f"the model produced NaN/Inf on {len(bad)} tile(s) in fp32")
-            if not self._warned:
-                self._warned = True
-                msg = (f"{self.precision} produced NaN/Inf on {len(bad)} tile(s); recomputing them in fp32 "
-                       "(further occurrences are fixed silently)")
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                log.warning(msg)
+            self._nonfinite.found(self.precision, len(bad))
             hr32, z32 = self._call(self._fp32(), lq_np[bad], nz_np[bad])
             if not self._finite(hr32, z32).all():
-                raise NumericalError("the model produced NaN/Inf even in fp32")
+                raise self._nonfinite.still_bad()
             hr = np.array(hr, dtype=np.float32, copy=True)
             hr[bad] = hr32
         return torch.from_numpy(np.asarray(hr, dtype=np.float32))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,9 @@ from torch import Tensor
 
 from engines import cache as engine_cache
 from engines import tensorrt_plan as plan
+from engines.base import NonFiniteTiles
 from engines.onnx_export import DEFAULT_OPSET, GRAPH_VERSION, OUTPUT_NAMES
-from tadsr_cli.errors import ConfigError, EngineUnavailableError, NumericalError
+from tadsr_cli.errors import ConfigError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class TensorRTEngine:
         self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
         self._loaded: dict[Path, _Loaded] = {}
         self._fallback: Any = None
-        self._warned = False
+        self._nonfinite = NonFiniteTiles()
         self.builds = 0
         self.default_profile = plan.plan_profile(int(tile), int(batch), self.lq_multiple) if tile else None
         if prebuild and self.default_profile is not None:
@@ -338,14 +338,7 @@ class TensorRTEngine:
         ok = torch.isfinite(hr).flatten(1).all(1) & torch.isfinite(z).flatten(1).all(1)
         if not bool(ok.all()):
             bad = (~ok).nonzero().flatten().cpu()
-            if self.precision == "fp32":
-                raise NumericalError(f"the model produced NaN/Inf on {len(bad)} tile(s) in fp32")
-            if not self._warned:
-                self._warned = True
-                msg = (f"{self.precision} produced NaN/Inf on {len(bad)} tile(s); recomputing them in fp32 "
-                       "(further occurrences are fixed silently)")
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                log.warning(msg)
+            self._nonfinite.found(self.precision, len(bad))
             fixed = self._torch_fp32().run(lq[bad], noise[bad])
             hr = hr.clone()
             hr[bad.to(hr.device)] = fixed.to(hr.device)

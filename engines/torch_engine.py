@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tadsr_cli.errors import ConfigError, EngineUnavailableError, NumericalError
+from engines.base import NonFiniteTiles
+from tadsr_cli.errors import ConfigError, EngineUnavailableError
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLERS = ("deterministic", "ancestral")
@@ -91,7 +91,7 @@ class TorchEngine:
         self.scale = int(model.scale)
         self.lq_multiple = int(model.lq_multiple)
         self.latent_channels = int(model.latent_channels)
-        self._warned = False
+        self._nonfinite = NonFiniteTiles()
         # one-step bf16 on CPU: the cast-once fast path (engines.fast_cpu), built on first use
         self.fast_path = bool(fast_path and self.device.type == "cpu" and precision == "bf16" and self.steps == 1)
         self._fast: Any = None
@@ -147,16 +147,10 @@ class TorchEngine:
                 ok = self._finite(z, img)
                 if not bool(ok.all()):
                     bad = (~ok).nonzero().flatten()
-                    if not reduced:
-                        raise NumericalError(f"the model produced NaN/Inf on {len(bad)} tile(s) in fp32")
-                    if not self._warned:
-                        self._warned = True
-                        msg = (f"{self.precision} produced NaN/Inf on {len(bad)} tile(s); recomputing them in fp32 "
-                               "(further occurrences are fixed silently)")
-                        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                    self._nonfinite.found(self.precision, len(bad))
                     z32, img32 = self._forward(lq[bad], noise[bad], reduced=False)
                     if not bool(self._finite(z32, img32).all()):
-                        raise NumericalError("the model produced NaN/Inf even in fp32")
+                        raise self._nonfinite.still_bad()
                     img = img.float().clone()
                     img[bad] = img32.float()
                 return img.float().contiguous().cpu()
