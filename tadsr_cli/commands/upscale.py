@@ -149,6 +149,8 @@ class Session:
             if torch.cuda.is_available():
                 device = f"cuda:{int(local_rank) % max(1, torch.cuda.device_count())}"
         opts: dict[str, Any] = {"seed": s.seed}  # every backend accepts it (only torch's ancestral sampler uses it)
+        if s.backend.lower() != "torch":
+            opts["model_path"] = self.model_path  # exported graphs/engines are cached next to the model file
         if s.backend.lower() == "tensorrt":
             opts.update(tile=s.tiles.tile, batch=s.tiles.batch)  # the engine's optimisation profile
         engine = create_engine(s.backend, model, device=device, precision=s.precision, steps=self.steps,
