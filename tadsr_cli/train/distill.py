@@ -49,7 +49,7 @@ from tadsr_cli.train.loop import (
     step_generator,
     teardown_distributed,
     train,
-    validate_images,
+    validate_ema_model,
     wrap_ddp,
 )
 from tadsr_cli.train.losses import d_hinge_loss, g_hinge_loss, hfsd_loss, regression_loss
@@ -368,24 +368,11 @@ class DistillTask(TrainTask):
 
     # -- validation and export -------------------------------------------------------------------------------------
     def validate(self, step: int, folder: Path | None) -> dict[str, float]:
-        if self.valset is None:
-            return {}
         model = self.student
-        was_training = model.denoiser.training
-        model.denoiser.eval()
-        try:
-            with ema_weights(model.denoiser, self.ema), self.amp.autocast():
-                return validate_images(
-                    self.valset,
-                    model.one_step,
-                    model.latent_channels,
-                    model.scale,
-                    self.device,
-                    folder,
-                    self.recipe.validation.save_images,
-                )
-        finally:
-            model.denoiser.train(was_training)
+        return validate_ema_model(
+            model, self.ema, self.amp, self.valset, model.one_step,
+            self.device, folder, self.recipe.validation.save_images,
+        )
 
     def export(self, path: Path) -> Path:
         with ema_weights(self.student.denoiser, self.ema):

@@ -1001,6 +1001,28 @@ def validate_images(
     }
 
 
+def validate_ema_model(
+    model: Any,
+    ema: EMA,
+    amp: Amp,
+    valset: Any,
+    run: Callable[[Tensor, Tensor], Tensor],
+    device: torch.device,
+    folder: Path | None,
+    save_images: int,
+) -> dict[str, float]:
+    """`validate_images` of a `DiffusionSR` with its EMA weights loaded and its denoiser in eval mode (both restored)."""
+    if valset is None:
+        return {}
+    was_training = model.denoiser.training
+    model.denoiser.eval()
+    try:
+        with ema_weights(model.denoiser, ema), amp.autocast():
+            return validate_images(valset, run, model.latent_channels, model.scale, device, folder, save_images)
+    finally:
+        model.denoiser.train(was_training)
+
+
 @contextlib.contextmanager
 def ema_weights(module: nn.Module, ema: EMA) -> Iterator[nn.Module]:
     """Temporarily load the EMA weights into `module` (restored exactly afterwards)."""

@@ -27,7 +27,7 @@ from tadsr_cli.train.loop import (
     make_adamw,
     set_lr,
     step_generator,
-    validate_images,
+    validate_ema_model,
     wrap_ddp,
 )
 from tadsr_cli.train.losses import teacher_x0_loss
@@ -135,24 +135,11 @@ class TeacherTask(TrainTask):
 
     # -- validation and export -------------------------------------------------------------------------------------
     def validate(self, step: int, folder: Path | None) -> dict[str, float]:
-        if self.valset is None:
-            return {}
         model = self.model
-        was_training = model.denoiser.training
-        model.denoiser.eval()
-        try:
-            with ema_weights(model.denoiser, self.ema), self.amp.autocast():
-                return validate_images(
-                    self.valset,
-                    lambda lq, noise: model.sample(lq, noise, sampler="deterministic"),
-                    model.latent_channels,
-                    model.scale,
-                    self.device,
-                    folder,
-                    self.recipe.validation.save_images,
-                )
-        finally:
-            model.denoiser.train(was_training)
+        return validate_ema_model(
+            model, self.ema, self.amp, self.valset, lambda lq, noise: model.sample(lq, noise, sampler="deterministic"),
+            self.device, folder, self.recipe.validation.save_images,
+        )
 
     def export(self, path: Path) -> Path:
         model = self.model
