@@ -2,7 +2,8 @@
 
 Each command lives in `tadsr_cli/commands/<name>.py` and exposes `register(app)`. Library code raises typed
 errors (`tadsr_cli.errors`); this module alone turns them into one-line messages and exit codes:
-0 ok, 1 some inputs failed, 2 usage/configuration error.
+0 ok, 1 some inputs failed, 2 usage/configuration error, 130 interrupted (Ctrl-C/SIGTERM; a second
+Ctrl-C waits for the cleanup, see `pipeline.interrupts`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from rich.markup import escape
 
 from tadsr_cli import __version__
 from tadsr_cli.errors import TadsrError
+from tadsr_cli.messages import terminal_safe
+from tadsr_cli.pipeline.interrupts import graceful_interrupts, interrupted
 
 # Command modules, registered in this order (help lists them so).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -55,18 +58,27 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"tadsr_cli.commands.{_name}").register(app)
 
 
+def _error(console: Console, text: str) -> None:
+    console.print(f"[red]error:[/red] {escape(terminal_safe(text))}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     err = Console(stderr=True)
-    try:
-        app(args=argv, standalone_mode=True)
-    except TadsrError as exc:
-        if os.environ.get("TADSR_DEBUG"):
+    with graceful_interrupts():
+        try:
+            app(args=argv, standalone_mode=True)
+        except TadsrError as exc:
+            if os.environ.get("TADSR_DEBUG"):
+                raise
+            _error(err, str(exc))
+            sys.exit(2)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/yellow]", highlight=False)
+            sys.exit(130)
+        except SystemExit as exc:
+            if interrupted() and exc.code not in (130, 2):
+                sys.exit(130)  # interrupted while exiting for another reason: still an interrupt
             raise
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -213,10 +213,12 @@ def test_zero_byte_and_non_image(tmp_path, up):
     with pytest.raises(InputError, match="folder"):
         read_image(tmp_path)
     buf = io.BytesIO()
-    Image.fromarray(rgb8(8, 8)).save(buf, format="GIF")
-    (tmp_path / "anim.gif").write_bytes(buf.getvalue())
-    with pytest.raises(InputError, match="not supported"):
-        read_image(tmp_path / "anim.gif")
+    Image.fromarray(rgb8(8, 8)).save(buf, format="PPM")
+    (tmp_path / "pic.ppm").write_bytes(buf.getvalue())
+    with pytest.raises(InputError, match="PPM images are not supported"):
+        read_image(tmp_path / "pic.ppm")
+    Image.fromarray(rgb8(8, 8)).save(tmp_path / "still.gif")  # GIF is read (first frame), never written
+    assert read_image(tmp_path / "still.gif").rgb.shape == (8, 8, 3)
     assert no_temp_files(tmp_path)
     assert not (tmp_path / "o.png").exists()
 

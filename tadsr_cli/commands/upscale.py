@@ -19,7 +19,6 @@ from tadsr_cli.pipeline.batch import (
     Interrupted,
     Job,
     check_template,
-    ensure_output_folder,
     output_name,
     parse_shard,
     plan_folder,
@@ -35,6 +34,7 @@ from tadsr_cli.pipeline.image_io import (
     normalize_ext,
     output_format,
 )
+from tadsr_cli.pipeline.paths import check_input_folder, ensure_output_folder
 from tadsr_cli.pipeline.progress import Reporter
 from tadsr_cli.pipeline.upscaler import TileOptions
 
@@ -56,26 +56,29 @@ BACKEND = typer.Option("torch", "--backend", help="Inference backend: torch, onn
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (NaN/Inf tiles are redone in fp32).")
 SEED = typer.Option(0, "--seed", help="Seed of the prior noise field (same seed = same output).")
-STEPS = typer.Option(None, "--steps", help="1 = one-step student; the model's T = teacher sampling. "
+STEPS = typer.Option(None, "--steps", min=1, help="1 = one-step student; the model's T = teacher sampling. "
                      "Default: what the model is meant for.")
 SAMPLER = typer.Option("deterministic", "--sampler", help="Teacher sampler (--steps T): deterministic or ancestral.")
-TILE = typer.Option(128, "--tile", help="Tile size in input pixels (0 = whole image; halved on GPU out-of-memory).")
-OVERLAP = typer.Option(16, "--tile-overlap", help="Tile overlap in input pixels (blended with a cosine ramp).")
-TILE_BATCH = typer.Option(4, "--tile-batch", help="Tiles per model call.")
+TILE = typer.Option(128, "--tile", min=0,
+                    help="Tile size in input pixels (0 = whole image; halved on GPU out-of-memory).")
+OVERLAP = typer.Option(16, "--tile-overlap", min=0,
+                       help="Tile overlap in input pixels (blended with a cosine ramp).")
+TILE_BATCH = typer.Option(4, "--tile-batch", min=1, max=1024, help="Tiles per model call.")
 BLEND = typer.Option("cosine", "--blend", help="Tile blend weights: cosine or gaussian.")
-OUTSCALE = typer.Option(None, "--outscale", help="Final size / input size for images (resize after the model).")
+OUTSCALE = typer.Option(None, "--outscale", min=0, max=64,
+                        help="Final size / input size for images (resize after the model).")
 EXT = typer.Option(None, "--ext", help="Output image format: png, jpg, webp, tif, bmp (default: the input's).")
-JPEG_QUALITY = typer.Option(95, "--jpeg-quality", help="JPEG/WebP quality, 1-100.")
-MAX_PIXELS = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse input images with more pixels.")
+JPEG_QUALITY = typer.Option(95, "--jpeg-quality", min=1, max=100, help="JPEG/WebP quality, 1-100.")
+MAX_PIXELS = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Refuse input images with more pixels.")
 NAME = typer.Option(DEFAULT_NAME, "--name", help="Output file name template: {stem}, {ext}, {scale}.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress output (errors are still shown).")
 JSON_PROGRESS = typer.Option(False, "--json-progress", help="One JSON object per line on stdout (for front-ends).")
 CODEC = typer.Option("libx264", "--codec", help="Video encoder (libx264, libx265, libsvtav1, ...).")
-CRF = typer.Option(18, "--crf", help="Video quality (constant rate factor; lower = better).")
+CRF = typer.Option(18, "--crf", min=0, max=63, help="Video quality (constant rate factor; lower = better).")
 PRESET = typer.Option("medium", "--preset", help="Video encoder preset.")
 PIX_FMT = typer.Option("yuv420p", "--pix-fmt", help="Video pixel format (yuv420p, yuv420p10le, auto, ...).")
-MAX_FRAMES = typer.Option(None, "--max-frames", help="Video: stop after N frames (previews).")
+MAX_FRAMES = typer.Option(None, "--max-frames", min=1, help="Video: stop after N frames (previews).")
 ALLOW_PARTIAL = typer.Option(False, "--allow-partial", help="Video: upscale the readable part of a damaged file.")
 
 
@@ -185,14 +188,22 @@ def _video_module() -> Any:
 
 
 def _looks_like_video(path: Path) -> bool:
-    """Content detection (the video module's `is_video`); falls back to the extension without it."""
+    """Content detection: a video (also a damaged one: the video reader then says what is wrong) or not.
+
+    An animated GIF is an image here (its first frame is upscaled, with a warning); an unreadable, missing or
+    special file is left to the image reader, which names the cause. Without the video module: by extension.
+    """
     if not path.is_file():
         return False
-    video = _video_module()
-    if video is None:
+    if _video_module() is None:
         return path.suffix.lower() in video_extensions()
+    from tadsr_cli.pipeline import video_probe
+
     try:
-        return bool(video.is_video(path))
+        head = video_probe.sniff(path)
+        if head == "image":
+            return False
+        return bool(head == "video" or video_probe.is_video(path) or path.suffix.lower() in video_extensions())
     except Exception:  # detection must never crash the run; the image reader will say what is wrong
         return False
 
@@ -385,8 +396,7 @@ def batch_command(
         json_progress=json_progress, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, max_frames=max_frames,
         allow_partial=allow_partial,
     )
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: not a folder (use `tadsr upscale` for single files)")
+    check_input_folder(folder)
     shard_spec = parse_shard(shard)
     session = Session(settings)
     if output is None:

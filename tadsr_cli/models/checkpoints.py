@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
+import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from tadsr_cli.errors import CheckpointError
+from tadsr_cli.messages import strip_ansi
 from tadsr_cli.models.config import ModelConfig
+from tadsr_cli.models.weights_check import check_shapes, meta_shapes
 from tadsr_cli.pipeline.atomic import atomic_write_path
 
 FORMAT_NAME = "tadsr-model"
@@ -63,12 +67,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused — the file holds pickled objects beyond plain tensors "
-            f"(only weights are loaded, never code): {str(exc).splitlines()[0]}"
-        ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        raise CheckpointError(_refusal(path, str(exc))) from None
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError, struct.error) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     for _ in range(3):  # unwrap {"state_dict": {...}} and similar, possibly nested
         if isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
             inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
@@ -81,6 +82,30 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors")
     return _strip_prefixes(tensors)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = strip_ansi(str(exc)).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _refusal(path: Path, torch_message: str) -> str:
+    """Why a pickle was refused, without torch's advice on how to load it anyway (which would run its code)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", torch_message)
+    what = f"it references {found.group(1)}" if found else "it holds Python objects beyond plain tensors"
+    return (f"{path}: refused: the file is a pickle that could run code ({what}); only plain tensors are "
+            "loaded. Use a .safetensors file, or a checkpoint saved as a plain state dict")
+
+
+def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names (prefixes stripped) and shapes of a `.safetensors` file, read from its header only."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    return _strip_prefixes(raw)  # type: ignore[arg-type]
 
 
 def _is_optional(key: str, optional_suffixes: Iterable[str]) -> bool:
@@ -96,20 +121,8 @@ def load_state_dict_strict(
     """Load all weights or nothing; a mismatch names the missing/unexpected keys and shape errors (first few)."""
     optional_suffixes = tuple(optional_suffixes)
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict and not _is_optional(k, optional_suffixes)]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-            if items:
-                more = f" (+{len(items) - 4} more)" if len(items) > 4 else ""
-                parts.append(f"{len(items)} {label}: {', '.join(items[:4])}{more}")
-        raise CheckpointError(f"{what} does not match the architecture — " + "; ".join(parts))
+    check_shapes({k: tuple(v.shape) for k, v in expected.items()},
+                 {k: tuple(v.shape) for k, v in state_dict.items()}, what, optional_suffixes)
     # Copy into the existing tensors; optional buffers absent from the file keep their computed values.
     with torch.no_grad():
         for key, target in expected.items():
@@ -155,6 +168,10 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> nn.
     from tadsr_cli.models.sr_model import DiffusionSR
 
     config = read_model_config(path)
+    # Names and shapes first (header only, network on the meta device): a file whose tensors do not fit its
+    # config is refused before anything is allocated or read.
+    check_shapes(meta_shapes(lambda: DiffusionSR(config), f"{path}: model config"), file_shapes(path), str(path),
+                 OPTIONAL_BUFFER_SUFFIXES)
     model = DiffusionSR(config)
     load_state_dict_strict(model, read_state_dict(path), what=str(path))
     return model.to(device).eval()
@@ -169,13 +186,29 @@ def load_official(
     from tadsr_cli.models.autoencoders import ldm_to_diffusers_vq
     from tadsr_cli.models.sr_model import DiffusionSR
 
-    model = DiffusionSR(config)
-    load_state_dict_strict(model.denoiser, read_state_dict(denoiser_path), what=f"denoiser {denoiser_path}")
+    if config.autoencoder.kind == "vq" and autoencoder_path is None:
+        raise CheckpointError("a VQ model needs the autoencoder checkpoint (autoencoder_vq_f4.pth)")
+    # Check every file against the architecture on the meta device first: a wrong file is refused in well under
+    # a second, before the full network (about 1 GB) is built.
+    meta = meta_shapes(lambda: DiffusionSR(config))
+    denoiser_sd = read_state_dict(denoiser_path)
+    part = {k[len("denoiser."):]: v for k, v in meta.items() if k.startswith("denoiser.")}
+    check_shapes(part, _shapes(denoiser_sd), f"denoiser {denoiser_path}", OPTIONAL_BUFFER_SUFFIXES)
+    vq_sd = None
     if config.autoencoder.kind == "vq":
-        if autoencoder_path is None:
-            raise CheckpointError("a VQ model needs the autoencoder checkpoint (autoencoder_vq_f4.pth)")
-        ldm = read_state_dict(autoencoder_path)
-        load_state_dict_strict(
-            model.autoencoder.vq, ldm_to_diffusers_vq(ldm), what=f"autoencoder {autoencoder_path}"
-        )
+        try:
+            vq_sd = ldm_to_diffusers_vq(read_state_dict(autoencoder_path))  # type: ignore[arg-type]
+        except (KeyError, ValueError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(f"autoencoder {autoencoder_path}: not an LDM VQ-f4 checkpoint "
+                                  f"({_first_line(exc)})") from None
+        part = {k[len("autoencoder.vq."):]: v for k, v in meta.items() if k.startswith("autoencoder.vq.")}
+        check_shapes(part, _shapes(vq_sd), f"autoencoder {autoencoder_path}", OPTIONAL_BUFFER_SUFFIXES)
+    model = DiffusionSR(config)
+    load_state_dict_strict(model.denoiser, denoiser_sd, what=f"denoiser {denoiser_path}")
+    if vq_sd is not None:
+        load_state_dict_strict(model.autoencoder.vq, vq_sd, what=f"autoencoder {autoencoder_path}")
     return model.eval()
+
+
+def _shapes(sd: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in sd.items()}

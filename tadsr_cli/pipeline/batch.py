@@ -9,6 +9,7 @@ finished files and redoes the interrupted one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import string
@@ -19,8 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tadsr_cli.errors import ConfigError, OutputError, TadsrError
-from tadsr_cli.pipeline.image_io import IMAGE_EXTENSIONS, same_file
+from tadsr_cli.errors import ConfigError, TadsrError
+from tadsr_cli.pipeline import interrupts
+from tadsr_cli.pipeline.image_io import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
+from tadsr_cli.pipeline.paths import (
+    check_input_folder,
+    check_output_file,
+    ensure_output_folder,
+    is_within,
+    reason,
+    resolve,
+)
+
+__all__ = ["ensure_output_folder"]  # re-exported for callers that import it from here
+log = logging.getLogger(__name__)
 
 Status = Literal["done", "skipped", "failed"]
 Kind = Literal["image", "video"]
@@ -61,21 +74,23 @@ class FileResult:
 def find_inputs(root: Path, exclude: Path | None = None, videos: bool = True) -> list[tuple[Path, Kind]]:
     """Image (and video) files under `root`, recursively, sorted; hidden files/folders and non-media ignored.
 
-    `exclude`: a folder to leave out (the output folder when it lies inside the input folder).
+    `exclude`: a folder to leave out with everything below it (the output folder when it lies inside the input
+    folder). Symlinked folders are not followed (no loops); unreadable subfolders are skipped with a warning.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: not a folder")
+    root = check_input_folder(root)
     vids = video_extensions() if videos else frozenset()
-    excl = exclude.resolve() if exclude is not None else None
     found: list[tuple[Path, Kind]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unreadable(exc: OSError) -> None:
+        log.warning("%s: cannot list the folder (%s); skipped", exc.filename, reason(exc))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
             if d.startswith("."):
                 continue
-            if excl is not None and (here / d).resolve() == excl:
+            if exclude is not None and is_within(here / d, exclude):
                 continue
             keep.append(d)
         dirnames[:] = keep
@@ -83,7 +98,7 @@ def find_inputs(root: Path, exclude: Path | None = None, videos: bool = True) ->
             if name.startswith(".") or name.lower() in IGNORED_NAMES:
                 continue
             ext = Path(name).suffix.lower()
-            if ext in IMAGE_EXTENSIONS:
+            if ext in INPUT_EXTENSIONS:
                 found.append((here / name, "image"))
             elif ext in vids:
                 found.append((here / name, "video"))
@@ -124,7 +139,14 @@ def plan_folder(root: Path, out_root: Path, template: str, scale: float, image_e
     for src, kind in find_inputs(root, exclude=out_root, videos=videos):
         rel = src.relative_to(root).parent
         ext = image_ext if kind == "image" else None
+        if kind == "image" and ext is None and src.suffix.lower() not in IMAGE_EXTENSIONS:
+            ext = ".png"  # read-only formats (GIF) are written as PNG
         jobs.append(Job(src, out_root / rel / output_name(src, template, scale, ext), kind))
+    if is_within(out_root, root):
+        # The output tree is (inside) the input tree: what this plan writes is output, never input, so a re-run
+        # does not upscale its own results.
+        outputs = {resolve(job.dst) for job in jobs}
+        jobs = [job for job in jobs if resolve(job.src) not in outputs]
     return jobs
 
 
@@ -165,8 +187,8 @@ def select_shard(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt for the duration (main thread only), so both stop cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or interrupts.active():
+        yield  # (the CLI's graceful handler already turns SIGTERM into one KeyboardInterrupt)
         return
 
     def handler(signum: int, frame: Any) -> None:
@@ -199,6 +221,21 @@ def error_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+def _precheck(job: Job, claimed: dict[Path, Path], overwrite: bool) -> FileResult | None:
+    """A result without running the job (clash, skip), None when it must run; raises for unusable outputs."""
+    key = resolve(job.dst)
+    if key in claimed:
+        return FileResult(job.src, job.dst, "failed", f"output {job.dst} would also be written from "
+                          f"{claimed[key]}; use --name '{{stem}}_{{ext}}_x{{scale}}' to tell them apart",
+                          kind=job.kind)
+    claimed[key] = job.src
+    check_output_file(job.dst, job.src)
+    if os.path.lexists(job.dst) and not overwrite:
+        return FileResult(job.src, job.dst, "skipped", "output exists (use --overwrite to replace it)",
+                          kind=job.kind)
+    return None
+
+
 def run_jobs(
     jobs: list[Job],
     process: Callable[[Job], dict[str, Any] | None],
@@ -220,22 +257,10 @@ def run_jobs(
     claimed: dict[Path, Path] = {}
     total = len(jobs)
     for i, job in enumerate(jobs):
-        key = job.dst.resolve()
-        if key in claimed:
-            res = FileResult(job.src, job.dst, "failed", f"output {job.dst} would also be written from "
-                             f"{claimed[key]}; use --name '{{stem}}_{{ext}}_x{{scale}}' to tell them apart",
-                             kind=job.kind)
-        elif same_file(job.src, job.dst):
-            res = FileResult(job.src, job.dst, "failed", f"{job.dst}: refusing to overwrite the input",
-                             kind=job.kind)
-        elif job.dst.exists() and not overwrite:
-            res = FileResult(job.src, job.dst, "skipped", "output exists (use --overwrite to replace it)",
-                             kind=job.kind)
-        elif job.dst.exists() and job.dst.is_dir():
-            res = FileResult(job.src, job.dst, "failed", f"{job.dst}: a folder is in the way", kind=job.kind)
-        else:
-            res = None
-        claimed.setdefault(key, job.src)
+        try:
+            res = _precheck(job, claimed, overwrite)
+        except TadsrError as exc:  # a folder/device in the way, the input itself, a loop: this file fails
+            res = FileResult(job.src, job.dst, "failed", error_line(exc), kind=job.kind)
         if res is not None:
             results.append(res)
             if on_result:
@@ -263,13 +288,3 @@ def run_jobs(
         if on_result:
             on_result(res, i, total)
     return results
-
-
-def ensure_output_folder(folder: Path) -> None:
-    """Create `folder` (and parents) or raise a one-line OutputError."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: output folder is not writable")

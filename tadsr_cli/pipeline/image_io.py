@@ -29,10 +29,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from tadsr_cli.errors import ConfigError, InputError, OutputError
 from tadsr_cli.pipeline.atomic import atomic_write_path
+from tadsr_cli.pipeline.image_integrity import check_integrity
+from tadsr_cli.pipeline.paths import check_input_file, check_output_file, reason
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,12 @@ EXT_TO_FORMAT: dict[str, str] = {
     ".bmp": "BMP",
 }
 IMAGE_EXTENSIONS = frozenset(EXT_TO_FORMAT)
+# Read but never written: an (animated) GIF is upscaled as its first frame, into a PNG by default.
+INPUT_EXTENSIONS = IMAGE_EXTENSIONS | {".gif"}
 # Pillow formats accepted on input (MPO = multi-picture JPEG from cameras; first picture used).
-INPUT_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP", "TIFF": "TIFF", "BMP": "BMP"}
+INPUT_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP", "TIFF": "TIFF", "BMP": "BMP",
+                 "GIF": "GIF"}
+_KNOWN = "PNG, JPEG, WebP, TIFF, BMP or GIF"
 SIXTEEN_BIT_FORMATS = frozenset({"PNG", "TIFF"})
 ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "BMP"})
 
@@ -108,13 +114,16 @@ def normalize_ext(ext: str) -> str:
 def _pillow_limit(max_pixels: int) -> Iterator[None]:
     """Let our own `max_pixels` check decide (Pillow's bomb check would otherwise warn/refuse on its own)."""
     old = Image.MAX_IMAGE_PIXELS
+    old_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     Image.MAX_IMAGE_PIXELS = max(int(max_pixels), old or 0) if old is not None else None
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # strict, whatever another module set process-wide
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield
     finally:
         Image.MAX_IMAGE_PIXELS = old
+        ImageFile.LOAD_TRUNCATED_IMAGES = old_truncated
 
 
 def _png_ihdr(head: bytes) -> tuple[int, int] | None:
@@ -160,27 +169,18 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode an image (see module doc). Raises `InputError` with a one-line message for anything unreadable."""
     path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder (use `tadsr batch` for folders)")
-    if st.st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
+    check_input_file(path, " (use `tadsr batch` for folders)")
     try:
         with open(path, "rb") as fh:
             head = fh.read(64)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read ({reason(exc)})") from None
 
     with _pillow_limit(max_pixels):
         try:
             im = Image.open(path)
         except UnidentifiedImageError:
-            raise InputError(f"{path}: not a recognised image (PNG, JPEG, WebP, TIFF or BMP)") from None
+            raise InputError(f"{path}: not a recognised image ({_KNOWN})") from None
         except Image.DecompressionBombError as exc:
             raise InputError(f"{path}: image too large ({exc}); raise --max-pixels to allow it") from None
         except (OSError, SyntaxError, ValueError) as exc:
@@ -188,7 +188,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
     with im:
         fmt = INPUT_FORMATS.get(im.format or "")
         if fmt is None:
-            raise InputError(f"{path}: {im.format} images are not supported (PNG, JPEG, WebP, TIFF or BMP)")
+            raise InputError(f"{path}: {im.format} images are not supported ({_KNOWN})")
         w, h = im.size
         if w * h > max_pixels:
             raise InputError(
@@ -201,19 +201,26 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
         if claimed is not None and claimed != fmt:
             log.warning("%s: the content is %s, not %s as the extension says; decoding it as %s",
                         path, fmt, claimed, fmt)
-        if getattr(im, "n_frames", 1) > 1:
-            log.warning("%s: %d frames/pages; only the first is upscaled", path, im.n_frames)
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1 and fmt == "GIF":
+            log.warning("%s: animated GIF with %d frames; only the first frame is upscaled, as a still image "
+                        "(convert it to a video, e.g. MP4, to upscale every frame)", path, frames)
+        elif frames > 1:
+            log.warning("%s: %d frames/pages; only the first is upscaled", path, frames)
+        # Decode first (strictly): reading EXIF may decode a PNG as a side effect, and a broken EXIF block is
+        # tolerated below, which must never hide damaged pixel data.
+        try:
+            with _pillow_limit(max_pixels):
+                im.load()
+        except (OSError, SyntaxError, ValueError, struct.error, zlib.error, EOFError) as exc:
+            raise InputError(f"{path}: damaged or truncated image ({exc})") from None
+        check_integrity(path, fmt)
         icc = im.info.get("icc_profile") or None
         try:
             exif = im.getexif()
             orientation = int(exif.get(EXIF_ORIENTATION, 1) or 1)
         except Exception:  # a broken EXIF block must not stop the image
             exif, orientation = None, 1
-        try:
-            with _pillow_limit(max_pixels):
-                im.load()
-        except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as exc:
-            raise InputError(f"{path}: damaged or truncated image ({exc})") from None
         sixteen = _is_16bit(im, head)
         mode = im.mode
         if mode == "CMYK":
@@ -438,15 +445,6 @@ class ImageResult:
     seconds: float
 
 
-def same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return a.samefile(b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
 def resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
     """Plain resize (area when shrinking, bicubic when enlarging), clipped to [0, 1]."""
     if arr.shape[1] == width and arr.shape[0] == height:
@@ -463,8 +461,7 @@ def upscale_image(src: str | Path, dst: str | Path, upscaler, options: ImageOpti
     options = options or ImageOptions()
     options.validate()
     t0 = time.perf_counter()
-    if same_file(src, dst):
-        raise OutputError(f"{dst}: refusing to overwrite the input")
+    check_output_file(dst, src)
     img = read_image(src, max_pixels=options.max_pixels)
     output_format(dst)  # unknown extension -> OutputError before the model runs
     h, w = img.height, img.width

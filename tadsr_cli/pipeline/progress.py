@@ -33,6 +33,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from tadsr_cli.messages import terminal_safe
 from tadsr_cli.pipeline.batch import FileResult, Job
 
 Mode = Literal["rich", "json", "quiet"]
@@ -121,7 +122,7 @@ class Reporter:
             if self._file_task is not None:
                 self._progress.remove_task(self._file_task)
             name = job.src.name if len(job.src.name) <= 40 else job.src.name[:37] + "..."
-            self._file_task = self._progress.add_task(escape(name), total=None,
+            self._file_task = self._progress.add_task(escape(terminal_safe(name)), total=None,
                                                       unit="frame" if job.kind == "video" else "tile")
 
     def unit_callback(self, unit: str) -> Any:
@@ -168,11 +169,12 @@ class Reporter:
     # ---- messages ----
     def note(self, text: str, markup: bool = False) -> None:
         if self.mode == "rich":
+            text = terminal_safe(text)
             self.console.print(text if markup else escape(text), highlight=False, soft_wrap=True)
 
     def error(self, text: str) -> None:
         """Errors are always shown (stderr), even with --quiet / --json-progress."""
-        self.console.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+        self.console.print(f"[red]error:[/red] {escape(terminal_safe(text))}", highlight=False, soft_wrap=True)
 
     def summary(self, results: list[FileResult], interrupted: bool = False, table: bool = True) -> None:
         counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}

@@ -700,6 +700,8 @@ def upscale_video(
         scan: PrescanResult | None = None
         if options.prescan:
             scan = prescan(src, vstream.index, vstream)
+            if scan.packets == 0:
+                raise InputError(f"{src}: no video frames (the video stream is empty{_why_empty(scan)})")
             if scan.problem:
                 run._damaged(scan.problem)
         expected = scan.packets if scan is not None and scan.packets else (vstream.frames or None)
@@ -803,6 +805,12 @@ def upscale_video(
         truncated=run.truncated,
         warnings=list(run.warnings),
     )
+
+
+def _why_empty(scan: PrescanResult) -> str:
+    if scan.declared_frames:
+        return f"; the container declares {scan.declared_frames} frames: the file is truncated"
+    return ""
 
 
 def _only_mapped(gen: Iterator[Any], stream_map: dict[int, Any]) -> Iterator[Any]:

@@ -22,6 +22,7 @@ import av.stream
 import av.video.stream
 
 from tadsr_cli.errors import InputError
+from tadsr_cli.pipeline.paths import check_input_file
 
 # File extensions commonly used for video; only a hint for front-ends (messages), detection is by content.
 VIDEO_EXTENSIONS = frozenset(
@@ -84,6 +85,30 @@ def _count_frames(container: av.container.InputContainer, stream: av.stream.Stre
     return n
 
 
+# First bytes of video containers (a damaged one is still reported as a video, with what is wrong with it).
+_CONTAINER_MAGIC = (b"\x1a\x45\xdf\xa3", b"FLV", b"OggS", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3",
+                    b"YUV4MPEG2", b"0&\xb2u\x8ef\xcf\x11")
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def sniff(path: Path) -> str | None:
+    """'video' / 'image' from the first bytes (container or picture signatures), None when unknown or unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "image"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip") or head.startswith(_CONTAINER_MAGIC):
+        return "video"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video"
+    if len(head) >= 1 and head[0] == 0x47 and path.suffix.lower() in VIDEO_EXTENSIONS:  # MPEG-TS sync byte
+        return "video"
+    return None
+
+
 def is_video(path: Path) -> bool:
     """True when `path` holds video (by content). Still images (PNG, JPEG, WebP, ...) and unreadable files: False."""
     path = Path(path)
@@ -109,12 +134,7 @@ def is_video(path: Path) -> bool:
 def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open `path` for decoding and return (container, main video stream), or raise a one-line `InputError`."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
+    check_input_file(path)  # missing, loop, folder, FIFO/device, empty, unreadable: one-line InputError
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except PermissionError as exc:
@@ -126,7 +146,7 @@ def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream
     try:
         stream = _main_video_stream(container)
         if stream is None:
-            raise InputError(f"{path}: no video stream (audio-only or not a video)")
+            raise InputError(f"{path}: {_no_video(container)}")
         if _is_image_demuxer(container.format.name):
             with av.open(str(path), metadata_errors="ignore") as probe:
                 frames = _count_frames(probe, _main_video_stream(probe), 2)  # type: ignore[arg-type]
@@ -136,6 +156,19 @@ def open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream
         container.close()
         raise
     return container, stream
+
+
+def _no_video(container: av.container.InputContainer) -> str:
+    """Why a container that opened has no usable video stream."""
+    kinds = sorted({s.type for s in container.streams})
+    if not kinds:
+        return f"no video frames (the {container.format.name.split(',')[0]} container holds no streams: " \
+               "an empty or zero-frame video)"
+    if container.streams.video:
+        return "no video stream (only attached cover art)"
+    if kinds == ["audio"]:
+        return "no video stream (audio only)"
+    return f"no video stream (only {', '.join(kinds)} streams)"
 
 
 def _reason(exc: BaseException) -> str:
