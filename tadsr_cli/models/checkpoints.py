@@ -65,7 +65,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(_refusal(path, str(exc))) from None
     except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError, struct.error) as exc:
@@ -82,6 +82,16 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors")
     return _strip_prefixes(tensors)
+
+
+def _torch_load(path: Path) -> object:
+    """`torch.load(weights_only=True)`, memory-mapped where the file allows it (names and shapes can then be
+    checked before the tensor data is read)."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,21 +9,96 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from tadsr_cli.errors import ConfigError
 
 
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Build a dataclass from a dict, refusing unknown keys with a clear message."""
+def _describe(hint: Any) -> str:
+    """'an integer', 'a list of integers', "one of 'x0', 'residual'", ... for a field's type hint."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is list:
+        return "a list of " + {int: "integers", float: "numbers"}.get(args[0], "values")
+    if origin in (Union, types.UnionType):
+        names = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is Literal:
+        return isinstance(value, str) and value in args
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    return True
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build a dataclass from a dict: unknown keys and values of the wrong type give one-line `ConfigError`s
+    ("model config: field denoiser.model_channels must be an integer, got str '160'"), never a TypeError."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"model config: field {where} must be a mapping, got {_shown(data)}")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    return cls(**data)
+        raise ConfigError(f"model config: {where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    hints = get_type_hints(cls)
+    for key, value in data.items():
+        if not _matches(value, hints[key]):
+            raise ConfigError(f"model config: field {where}.{key} must be {_describe(hints[key])}, "
+                              f"got {_shown(value)}")
+    obj = cls(**data)
+    for key, (low, high) in _RANGES.get(cls.__name__, {}).items():
+        value = getattr(obj, key)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and not low <= v <= high:
+                raise ConfigError(f"model config: field {where}.{key} must be in [{low}, {high}], got {v!r}")
+    return obj
+
+
+# Plausible ranges (inclusive): keep a hostile file from asking for absurd sizes or a degenerate schedule.
+_BIG = 1 << 16
+_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "DenoiserConfig": {
+        "image_size": (1, _BIG), "in_channels": (1, _BIG), "model_channels": (1, _BIG), "out_channels": (1, _BIG),
+        "attention_resolutions": (1, _BIG), "dropout": (0.0, 1.0), "channel_mult": (1, 64),
+        "num_res_blocks": (0, 64), "dims": (1, 3), "num_head_channels": (-1, _BIG), "swin_depth": (0, 64),
+        "swin_embed_dim": (1, _BIG), "window_size": (1, 1024), "mlp_ratio": (0.0, 64.0), "lq_size": (1, _BIG),
+    },
+    "AutoencoderConfig": {
+        "factor": (1, 16), "block_out_channels": (1, _BIG), "layers_per_block": (0, 64),
+        "latent_channels": (1, _BIG), "vq_embed_dim": (1, _BIG), "num_vq_embeddings": (1, 1 << 20),
+        "norm_num_groups": (1, _BIG),
+    },
+    "ScheduleConfig": {
+        "steps": (1, 1000), "kappa": (1e-6, 1e3), "power": (1e-6, 100.0), "min_noise_level": (1e-9, 1.0),
+        "etas_end": (1e-9, 1.0), "sqrt_eta1_cap": (1e-9, 1.0),
+    },
+    "ModelConfig": {"scale": (1, 16), "student_timestep": (0, 999)},
+}
 
 
 @dataclass
@@ -140,18 +215,26 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         if not isinstance(data, dict):
-            raise ConfigError("model config: expected a mapping")
+            raise ConfigError(f"model config: expected a mapping, got {_shown(data)}")
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             raise ConfigError(f"model config: unknown key(s) {unknown}")
-        cfg = cls(
-            denoiser=DenoiserConfig.from_dict(data.pop("denoiser", {})),
-            autoencoder=AutoencoderConfig.from_dict(data.pop("autoencoder", {})),
-            schedule=ScheduleConfig.from_dict(data.pop("schedule", {})),
-            **data,
-        )
+        parts = {
+            "denoiser": DenoiserConfig.from_dict(data.pop("denoiser", {})),
+            "autoencoder": AutoencoderConfig.from_dict(data.pop("autoencoder", {})),
+            "schedule": ScheduleConfig.from_dict(data.pop("schedule", {})),
+        }
+        hints = get_type_hints(cls)
+        for key, value in data.items():
+            if not _matches(value, hints[key]):
+                raise ConfigError(f"model config: field {key} must be {_describe(hints[key])}, got {_shown(value)}")
+        cfg = cls(**parts, **data)
+        for key, (low, high) in _RANGES["ModelConfig"].items():
+            value = getattr(cfg, key)
+            if value is not None and not low <= value <= high:
+                raise ConfigError(f"model config: field {key} must be in [{low}, {high}], got {value!r}")
         cfg.validate()
         return cfg
 
@@ -159,8 +242,8 @@ class ModelConfig:
     def from_json(cls, text: str) -> ModelConfig:
         try:
             return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"model config is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError(f"model config is not valid JSON: {exc}") from None
 
     def validate(self) -> None:
         if self.prediction not in ("x0", "residual"):

@@ -8,7 +8,6 @@ self-describing `.safetensors` model file in the cache, which is what `--model N
 from __future__ import annotations
 
 import os
-import shutil
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,19 +156,19 @@ ProgressFn = Callable[[str, int, int | None], None]  # (file name, bytes so far,
 
 
 def fetch(remote: RemoteFile, dest_dir: Path, local_dir: Path | None = None, progress: ProgressFn | None = None) -> Path:
-    """Get `remote` into `dest_dir` (from `local_dir` when given, else by URL), atomically; returns the path."""
+    """The released file: `local_dir`/name used in place when given, else downloaded into `dest_dir` (atomic)."""
     from tadsr_cli.models.checkpoints import sha256_file
 
+    if local_dir is not None:  # used in place: nothing is copied, nothing of the user's is ever removed
+        src = Path(local_dir) / remote.filename
+        if not src.is_file():
+            raise ModelNotFoundError(f"{src}: not found (expected the released file {remote.filename})")
+        if remote.sha256 and sha256_file(src) != remote.sha256:
+            raise CheckpointError(f"{src}: checksum mismatch (not the released {remote.filename})")
+        return src
     dest = dest_dir / remote.filename
     if not dest.is_file():
-        if local_dir is not None:
-            src = Path(local_dir) / remote.filename
-            if not src.is_file():
-                raise ModelNotFoundError(f"{src}: not found (expected the released file {remote.filename})")
-            with atomic_write_path(dest) as tmp:
-                shutil.copyfile(src, tmp)
-        else:
-            _download(remote.url, dest, progress)
+        _download(remote.url, dest, progress)
     if remote.sha256 and sha256_file(dest) != remote.sha256:
         dest.unlink(missing_ok=True)
         raise CheckpointError(f"{remote.filename}: checksum mismatch (file removed; pull again)")
@@ -208,5 +207,12 @@ def pull(name: str, local_dir: Path | None = None, progress: ProgressFn | None =
     assert entry.denoiser is not None
     denoiser = fetch(entry.denoiser, downloads, local_dir, progress)
     autoencoder = fetch(entry.autoencoder, downloads, local_dir, progress) if entry.autoencoder else None
-    model = load_official(entry.make_config(), denoiser, autoencoder)
+    try:
+        model = load_official(entry.make_config(), denoiser, autoencoder)  # names and shapes checked first
+    except CheckpointError as exc:
+        if local_dir is None:  # a downloaded file that does not fit: drop it so that a re-run fetches it again
+            for path in (denoiser, autoencoder):
+                if path is not None and str(path) in str(exc):
+                    path.unlink(missing_ok=True)
+        raise
     return save_model(model, target)
