@@ -44,6 +44,29 @@ TRAIN_HR_HOLDOUT: tuple[str, ...] = (
     "life_by_Aitzol_Berasategi.jpg",
 )
 
+# Hold-out split of ``../shared/data/train-hr-extra`` (362 photos): the sorted names at positions 11, 34, 57, ...
+# (every 23rd, ``sorted(names)[11::23]``), so the 16 whole photos spread over its packages in proportion
+# (budgie, endless-sky, kphotoalbum, krank, lifeograph, palapeli). Never trained on; the embedded models' numbers
+# are measured on them and on TRAIN_HR_HOLDOUT (benchmarks/make_heldout_sets.py).
+TRAIN_HR_EXTRA_HOLDOUT: tuple[str, ...] = (
+    "budgie-backgrounds__roman-colosseum.jpg",
+    "endless-sky-high-dpi__beach6@2x.jpg",
+    "endless-sky-high-dpi__canyon5@2x.jpg",
+    "endless-sky-high-dpi__desert1@2x.jpg",
+    "endless-sky-high-dpi__fields13-sfiera@2x.jpg",
+    "endless-sky-high-dpi__hills1@2x.jpg",
+    "endless-sky-high-dpi__mountain10-sfiera@2x.jpg",
+    "endless-sky-high-dpi__mountain9@2x.jpg",
+    "endless-sky-high-dpi__sea14-sfiera@2x.jpg",
+    "endless-sky-high-dpi__snow11-sfiera@2x.jpg",
+    "endless-sky-high-dpi__valley10-sfiera@2x.jpg",
+    "kphotoalbum__bar55.jpg",
+    "krank__bonus-01.jpg",
+    "krank__level-23.jpg",
+    "lifeograph__sands.jpg",
+    "palapeli-data__cincinnati-bridge.jpg",
+)
+
 # stream tags keep the generators of different purposes independent for the same user seed
 _STREAM_ITEM = 0x5EED_0001
 _STREAM_ORDER = 0x5EED_0002

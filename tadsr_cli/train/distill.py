@@ -52,7 +52,13 @@ from tadsr_cli.train.loop import (
     validate_ema_model,
     wrap_ddp,
 )
-from tadsr_cli.train.losses import d_hinge_loss, g_hinge_loss, hfsd_loss, regression_loss
+from tadsr_cli.train.losses import (
+    d_hinge_loss,
+    discriminator_stats,
+    g_hinge_loss,
+    hfsd_loss,
+    regression_loss,
+)
 from tadsr_cli.train.recipe import Recipe, check_timesteps
 
 __all__ = ["DistillTask", "load_teacher", "make_task", "run_recipe"]
@@ -96,7 +102,11 @@ def load_teacher(recipe: Recipe, device: torch.device, console: Console | None =
 
 class DistillTask(TrainTask):
     kind = "tadsr"
-    loss_names = ["g_total", "reg", "hfsd", "gan_g", "d_loss", "d_real", "d_fake"]
+    loss_names = ["g_total", "reg", "hfsd", "gan_g", "d_loss", "d_real", "d_fake", "d_gap", "d_acc",
+                  "d_acc_lo", "d_acc_hi"]
+    # D is "learning" when real beats fake on clearly more than half of the pairs (same t and noise).
+    D_ACC_WARN = 0.6
+    D_WATCH_WINDOW = 250
 
     def __init__(self, recipe: Recipe, env: DistEnv, console: Console) -> None:
         super().__init__(recipe, env, console)
@@ -157,6 +167,7 @@ class DistillTask(TrainTask):
             self.opt_d = make_adamw(self.d_params, recipe.optim.d)
         lo_hi = w.disc_timesteps if w.disc_timesteps is not None else [0, max(T - 2, 0)]
         self.disc_range = (int(lo_hi[0]), int(lo_hi[1]))
+        self._d_acc_window: list[float] = []
         self.hfsd_ts = torch.tensor(w.hfsd_timesteps, dtype=torch.long)
         self.need_target = w.reg > 0 or (w.hfsd > 0 and w.hfsd_mode == "tadsr")
         self.micro = recipe.batch // (recipe.grad_accum * env.world)
@@ -286,6 +297,10 @@ class DistillTask(TrainTask):
                 logs["d_loss"] += l_d.detach() / n
                 logs["d_real"] += real_logits.detach().mean() / n
                 logs["d_fake"] += fake_logits.detach().mean() / n
+                for key, value in discriminator_stats(
+                    real_logits.detach(), fake_logits.detach(), p["t_d"], self.disc_range
+                ).items():
+                    logs[key] += value / n
             average_gradients(self.d_params, self.env)
             clip_and_step(self.opt_d, self.d_params, r.optim.d.grad_clip, amp)
             self.disc.requires_grad_(False)
@@ -323,7 +338,7 @@ class DistillTask(TrainTask):
                     )
                     total = total + w.hfsd * l_hfsd
                     logs["hfsd"] += l_hfsd.detach() / n
-                if self.disc is not None:
+                if self.disc is not None and step >= w.gan_start:
                     l_gan = g_hinge_loss(self._disc(x_s, p))
                     total = total + w.gan * l_gan
                     logs["gan_g"] += l_gan.detach() / n
@@ -332,7 +347,24 @@ class DistillTask(TrainTask):
         clip_and_step(self.opt_g, self.g_params, r.optim.g.grad_clip, amp)
         amp.update()
         self.ema.update(self.student.denoiser)
+        if self.disc is not None:
+            self._watch_discriminator(float(logs["d_acc"]), step)
         return logs
+
+    def _watch_discriminator(self, acc: float, step: int) -> None:
+        """Warn (once per window) when D tells real from fake no better than chance: its loss is then noise."""
+        self._d_acc_window.append(acc)
+        window = self.D_WATCH_WINDOW
+        if (step + 1) % window == 0 and self.env.is_main:
+            mean = sum(self._d_acc_window[-window:]) / window
+            if mean < self.D_ACC_WARN:
+                self.console.print(
+                    f"[yellow]warning:[/yellow] the discriminator is not learning: real beats fake on "
+                    f"{mean:.0%} of pairs over iterations {step + 2 - window}-{step + 1} "
+                    "(try a higher optim.d.lr, lower loss.disc_timesteps, more discriminator.blocks)",
+                    highlight=False,
+                )
+            self._d_acc_window.clear()
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

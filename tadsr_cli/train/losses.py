@@ -18,6 +18,7 @@ from tadsr_cli.models.schedule import ResShiftSchedule
 __all__ = [
     "HFSD_MODES",
     "d_hinge_loss",
+    "discriminator_stats",
     "g_hinge_loss",
     "hfsd_gradient",
     "hfsd_loss",
@@ -105,3 +106,22 @@ def d_hinge_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 def g_hinge_loss(fake_logits: Tensor) -> Tensor:
     """L_G = -E[D(fake)]."""
     return -fake_logits.float().mean()
+
+
+@torch.no_grad()
+def discriminator_stats(
+    real_logits: Tensor, fake_logits: Tensor, t: Tensor, t_range: tuple[int, int]
+) -> dict[str, Tensor]:
+    """What shows that D learns: the real-fake logit gap, and the share of pairs (same crop, t and noise) where the
+    real sample scores higher, overall and in the lower / upper half of the timestep range (NaN-free: an empty half
+    counts as chance, 0.5)."""
+    real = real_logits.float().flatten(1).mean(1)
+    fake = fake_logits.float().flatten(1).mean(1)
+    wins = (real > fake).float()
+    mid = (t_range[0] + t_range[1]) / 2
+    low = t.to(wins.device) <= mid
+
+    def share(mask: Tensor) -> Tensor:
+        return wins[mask].mean() if bool(mask.any()) else wins.new_tensor(0.5)
+
+    return {"d_gap": (real - fake).mean(), "d_acc": wins.mean(), "d_acc_lo": share(low), "d_acc_hi": share(~low)}

@@ -14,7 +14,8 @@
                                      # or lq + gt paired folders instead of hr
     degradation: {...}               # `DegradationConfig` keys (Real-ESRGAN second order by default)
     optim: {g: {lr, betas, weight_decay, warmup, grad_clip}, d: {...}, lr_schedule: constant}
-    loss: {reg: 1, hfsd: 1, gan: 0.02, hfsd_mode: tadsr, hfsd_timesteps: [0, 1, 2], disc_timesteps: null}
+    loss: {reg: 1, hfsd: 1, gan: 0.02, hfsd_mode: tadsr, hfsd_timesteps: [0, 1, 2], disc_timesteps: null,
+           gan_start: 0}
     discriminator: {blocks: null, middle: true, hidden: 128, time_dim: 128, kernel: 9}
     iterations: 30000
     batch: 64                        # global batch per iteration (all processes, all accumulation steps)
@@ -120,6 +121,7 @@ class LossSection:
     hfsd_mode: HFSDMode = "tadsr"
     hfsd_timesteps: list[int] = field(default_factory=lambda: [0, 1, 2])
     disc_timesteps: list[int] | None = None  # [lo, hi] inclusive; None: [0, T-2]
+    gan_start: int = 0  # iterations the discriminator trains alone before the student sees its loss
 
 
 @dataclass
@@ -580,6 +582,8 @@ def _semantic_checks(r: Recipe, lines: _Lines) -> None:
         len(r.loss.disc_timesteps) != 2 or r.loss.disc_timesteps[0] > r.loss.disc_timesteps[1]
     ):
         fail(("loss", "disc_timesteps"), f"must be [lo, hi] with lo <= hi, got {r.loss.disc_timesteps}")
+    if r.loss.gan_start < 0:
+        fail(("loss", "gan_start"), f"must be >= 0, got {r.loss.gan_start}")
     if r.kind == "tadsr" and r.loss.reg + r.loss.hfsd + r.loss.gan == 0:
         fail(("loss",), "all loss weights are zero")
     d = r.data
