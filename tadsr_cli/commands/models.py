@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from tadsr_cli.errors import CheckpointError, InputError
 from tadsr_cli.models import registry
+from tadsr_cli.pipeline.paths import check_input_file, check_output_file
 
 
 def register(app: typer.Typer) -> None:
@@ -77,6 +79,16 @@ def convert_model(
     entry = registry.REGISTRY.get(like)
     if entry is None or entry.embedded_file:
         raise typer.BadParameter(f"--like must name a released model, got {like!r}")
+    if output.suffix != ".safetensors":
+        raise typer.BadParameter(f"-o {output}: the model file must end in .safetensors")
+    check_output_file(output)  # a folder/device in the way: refused before anything is read
+    for path in (denoiser, autoencoder):
+        if path is not None:
+            try:
+                check_input_file(path)
+            except InputError as exc:
+                raise CheckpointError(str(exc)) from None
+    # load_official checks names and shapes against the config (meta device) before building the network.
     save_model(load_official(entry.make_config(), denoiser, autoencoder), output)
     Console().print(f"wrote {output}")
 

@@ -19,9 +19,10 @@ def atomic_write_path(dst: str | Path, suffix: str | None = None) -> Iterator[Pa
     """
     dst = Path(dst)
     folder = dst.parent
+    ext = suffix or dst.suffix
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{dst.stem}.part-", suffix=suffix or dst.suffix, dir=folder)
+        fd, name = tempfile.mkstemp(prefix=f".{_short(dst.stem)}.part-", suffix=_short(ext, 16), dir=folder)
     except OSError as exc:
         raise OutputError(f"{folder}: cannot write here ({exc.strerror or exc})") from exc
     os.close(fd)
@@ -32,8 +33,19 @@ def atomic_write_path(dst: str | Path, suffix: str | None = None) -> Iterator[Pa
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
-        os.replace(tmp, dst)
+        try:
+            os.replace(tmp, dst)
+        except OSError as exc:
+            raise OutputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _short(text: str, limit: int = 64) -> str:
+    """At most `limit` bytes of `text`: the temp name must fit wherever the final name fits."""
+    data = os.fsencode(text)
+    if len(data) <= limit:
+        return text
+    return os.fsdecode(data[:limit])  # a cut multi-byte character stays a (legal) raw byte in the name

@@ -78,6 +78,8 @@ def find_inputs(root: Path, exclude: Path | None = None, videos: bool = True) ->
     folder). Symlinked folders are not followed (no loops); unreadable subfolders are skipped with a warning.
     """
     root = check_input_folder(root)
+    if exclude is not None and is_within(root, exclude):
+        exclude = None  # the output folder is the input folder (or above it): `plan_folder` drops its outputs
     vids = video_extensions() if videos else frozenset()
     found: list[tuple[Path, Kind]] = []
 
