@@ -21,6 +21,9 @@ def distill(
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the recipe's, or runs/NAME)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (logs are still written)."),
+    export_only: bool = typer.Option(
+        False, "--export-only", help="Only write the EMA model of the newest checkpoint (e.g. of a running job)."
+    ),
 ) -> None:
     """Train a ResShift teacher or distil a one-step TAD-SR student, as the recipe says.
 
@@ -32,6 +35,11 @@ def distill(
 
     console = Console(stderr=True)
     parsed = load_recipe(recipe, overrides)
+    if export_only:
+        from tadsr_cli.train.distill import export_checkpoint
+
+        export_checkpoint(parsed, out_dir=out, console=console)
+        return
     result = run_recipe(parsed, out_dir=out, resume=resume, console=console, progress=not quiet)
     if result.model_path is not None:
         summary = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())

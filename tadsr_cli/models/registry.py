@@ -22,6 +22,8 @@ from tadsr_cli.pipeline.atomic import atomic_write_path
 RESSHIFT_RELEASE = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0"
 SINSR_RELEASE = "https://github.com/wyf0912/SinSR/releases/download/v1.0"
 DEFAULT_MODEL_NAME = "tadsr-tiny-x4"
+TEACHER_MODEL_NAME = "tadsr-tiny-x4-teacher"
+DEFAULT_ALIAS = "default"  # `--model default` names the embedded default everywhere a model is accepted
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
@@ -68,6 +70,13 @@ REGISTRY: dict[str, RegistryEntry] = {
             steps=1,
             make_config=ModelConfig,  # real config comes from the file's metadata
             embedded_file=f"{DEFAULT_MODEL_NAME}.safetensors",
+        ),
+        RegistryEntry(
+            name=TEACHER_MODEL_NAME,
+            description="Embedded: the 15-step ResShift teacher of the default (recipes/tadsr-tiny-x4-teacher.yaml)",
+            steps=15,
+            make_config=ModelConfig,
+            embedded_file=f"{TEACHER_MODEL_NAME}.safetensors",
         ),
         RegistryEntry(
             name="resshift-realsr-x4-v1",
@@ -118,7 +127,7 @@ def is_available(entry: RegistryEntry) -> bool:
 
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
     """Map `--model` (None = embedded default, a registry name, or a file path) to a model file."""
-    if name_or_path is None:
+    if name_or_path is None or str(name_or_path) == DEFAULT_ALIAS:
         name_or_path = DEFAULT_MODEL_NAME
     text = str(name_or_path)
     if text in REGISTRY:
@@ -128,7 +137,7 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
             return path
         if entry.embedded_file:
             raise ModelNotFoundError(
-                f"the embedded default model {path.name} is missing from this installation; pass --model FILE"
+                f"the embedded model {path.name} is missing from this installation; pass --model FILE"
             )
         raise ModelNotFoundError(f"model {text!r} is not downloaded yet: run `tadsr models pull {text}`")
     path = Path(text).expanduser()
@@ -147,7 +156,9 @@ def resolve_model(name_or_path: str | Path | None = None, device: str | torch.de
 
 def default_steps(name_or_path: str | Path | None) -> int | None:
     """Sampling steps a registry model is meant for (None: unknown, e.g. a plain file)."""
-    entry = REGISTRY.get(str(name_or_path if name_or_path is not None else DEFAULT_MODEL_NAME))
+    if name_or_path is None or str(name_or_path) == DEFAULT_ALIAS:
+        name_or_path = DEFAULT_MODEL_NAME
+    entry = REGISTRY.get(str(name_or_path))
     return entry.steps if entry else None
 
 

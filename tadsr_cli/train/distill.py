@@ -31,6 +31,7 @@ from tadsr_cli.models.sr_model import DiffusionSR
 from tadsr_cli.train.discriminator import TimeAwareDiscriminator
 from tadsr_cli.train.loop import (
     EMA,
+    CheckpointManager,
     DistEnv,
     TrainResult,
     TrainTask,
@@ -43,6 +44,7 @@ from tadsr_cli.train.loop import (
     load_weights_into,
     lr_at,
     make_adamw,
+    resolve_device,
     sample_noise,
     set_lr,
     setup_distributed,
@@ -440,3 +442,24 @@ def run_recipe(
         )
     finally:
         teardown_distributed(env)
+
+
+def export_checkpoint(
+    recipe: Recipe, out_dir: str | Path | None = None, dest: str | Path | None = None, console: Console | None = None
+) -> Path:
+    """Write the EMA model of a run's newest checkpoint (training may still be going on) without training."""
+    console = console or Console(stderr=True)
+    out = Path(out_dir or recipe.output_dir or Path("runs") / recipe.name)
+    ckpts = CheckpointManager(out / "checkpoints", recipe.checkpoint.keep)
+    loaded = ckpts.load_latest(warn=lambda m: console.print(f"warning: {m}", highlight=False))
+    if loaded is None:
+        raise TrainingError(f"no checkpoint in {ckpts.folder} to export")
+    state, path = loaded
+    if recipe.threads is not None:
+        torch.set_num_threads(recipe.threads)
+    task = make_task(recipe, DistEnv(device=resolve_device("cpu")), console)
+    task.load_state_dict(state)
+    target = Path(dest) if dest else out / f"model-step-{int(state['step']):08d}.safetensors"
+    task.export(target)
+    console.print(f"exported the EMA model of {path} (iteration {int(state['step'])}) to {target}", highlight=False)
+    return target

@@ -498,10 +498,12 @@ class DataStream:
     so the stream can restart at any micro-batch (`start`) and yields exactly what an uninterrupted run saw."""
 
     def __init__(
-        self, dataset: Any, micro: int, env: DistEnv, workers: int, start: int = 0, fixed_epoch: bool = False
+        self, dataset: Any, micro: int, env: DistEnv, workers: int, start: int = 0, fixed_epoch: bool = False,
+        crop_reuse: int = 1, seed: int = 0,
     ) -> None:
         self.dataset, self.micro, self.env = dataset, micro, env
         self.fixed_epoch = fixed_epoch
+        self.crop_reuse, self.seed = max(1, int(crop_reuse)), int(seed)
         length = len(dataset)
         self.per_epoch = length // (micro * env.world)
         if self.per_epoch < 1:
@@ -526,11 +528,16 @@ class DataStream:
     def _start_epoch(self) -> None:
         epoch, first = divmod(self.position, self.per_epoch)
         w, r, m = self.env.world, self.env.rank, self.micro
+        slots = np.arange(self.per_epoch * m * w)
+        if self.crop_reuse > 1:
+            # The same crops again: batch them differently (a permutation that depends on the epoch only, so a
+            # resumed run sees the same batches).
+            slots = np.random.default_rng([self.seed % 2**63, 0x5EED_0005, epoch]).permutation(slots)
         self._sampler.batches = [
-            [(b * m + k) * w + r for k in range(m)] for b in range(first, self.per_epoch)
+            [int(slots[(b * m + k) * w + r]) for k in range(m)] for b in range(first, self.per_epoch)
         ]
         if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(0 if self.fixed_epoch else epoch)
+            self.dataset.set_epoch(0 if self.fixed_epoch else epoch // self.crop_reuse)
         self._it = iter(self.loader)
 
     def next(self) -> dict[str, Any]:
@@ -681,7 +688,8 @@ def train(
         )
     dataset = task.build_train_dataset()
     stream = DataStream(
-        dataset, micro, env, recipe.data.workers, start=start * accum, fixed_epoch=recipe.data.fixed_crops
+        dataset, micro, env, recipe.data.workers, start=start * accum, fixed_epoch=recipe.data.fixed_crops,
+        crop_reuse=recipe.data.crop_reuse, seed=recipe.seed,
     )
     columns = ["step", "lr", *task.loss_names, "it_per_s", "elapsed_s"]
     logger = RunLogger(out_dir, columns, enabled=main)

@@ -10,7 +10,8 @@
     model:                           # teacher: inline ModelConfig keys (denoiser/autoencoder/schedule/prediction)
       teacher: resshift-realsr-x4-v1 # tadsr: a model file or registry name (the student starts as its copy)
       init: null                     # optional weights (model file) to start from
-    data: {hr: FOLDER, exclude: [...], holdout: 0, gt_size: 256, workers: 2, length: null, fixed_crops: false}
+    data: {hr: FOLDER, exclude: [...], holdout: 0, gt_size: 256, workers: 2, length: null, fixed_crops: false,
+           crop_reuse: 1}
                                      # or lq + gt paired folders instead of hr
     degradation: {...}               # `DegradationConfig` keys (Real-ESRGAN second order by default)
     optim: {g: {lr, betas, weight_decay, warmup, grad_clip}, d: {...}, lr_schedule: constant}
@@ -94,6 +95,9 @@ class DataSection:
     fixed_crops: bool = (
         False  # every epoch repeats epoch 0's crops (a finite set: cached teacher targets hit)
     )
+    # A rolling pool: each epoch's crops (and prior noise) serve `crop_reuse` consecutive epochs, batched in a new
+    # shuffled order each time, then are replaced; with `teacher_cache` only the first pass pays for the targets.
+    crop_reuse: int = 1
 
 
 @dataclass
@@ -557,6 +561,8 @@ def _semantic_checks(r: Recipe, lines: _Lines) -> None:
             fail(path, f"must be >= 0, got {value}")
     if r.threads is not None and r.threads < 1:
         fail(("threads",), f"must be >= 1 or null, got {r.threads}")
+    if r.data.crop_reuse < 1:
+        fail(("data", "crop_reuse"), f"must be >= 1, got {r.data.crop_reuse}")
     if r.data.length is not None and r.data.length < 1:
         fail(("data", "length"), f"must be >= 1, got {r.data.length}")
     if r.batch % r.grad_accum:

@@ -7,7 +7,8 @@ the teacher and the data/degradation settings, and each file by the item seed:
     <folder>/<fingerprint[:16]>/<seed as 16 hex digits>.safetensors      ({"x": latent C x h x w, float32})
 
 Writes are atomic (every process writes only the items it computed, so no two processes write the same file).
-Hits need crops that recur: another run over the same data (ablations, reruns) or `data.fixed_crops: true`.
+Hits need crops that recur: another run over the same data (ablations, reruns), `data.crop_reuse > 1` (a rolling
+pool: each crop serves several epochs) or `data.fixed_crops: true`.
 """
 
 from __future__ import annotations
