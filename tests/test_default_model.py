@@ -56,3 +56,22 @@ def test_default_model_beats_bicubic_stlpips_on_heldout_pairs(upscaler: Upscaler
         bicubic_scores.append(metric(bicubic, gt))
     d_model, d_bicubic = float(np.mean(model_scores)), float(np.mean(bicubic_scores))
     assert d_model < d_bicubic, f"mean ST-LPIPS model {d_model:.4f} vs bicubic {d_bicubic:.4f}"
+
+
+def test_teacher_ships_and_default_alias_resolves() -> None:
+    """`--model tadsr-tiny-x4-teacher --steps 15` and `--model default` work offline, from package data."""
+    teacher = registry.resolve_model_path(registry.TEACHER_MODEL_NAME)
+    assert teacher.parent == registry.WEIGHTS_DIR and teacher.stat().st_size <= 20 * 2**20
+    assert registry.default_steps(registry.TEACHER_MODEL_NAME) == 15
+    assert registry.resolve_model(registry.TEACHER_MODEL_NAME).schedule.steps == 15
+    assert registry.resolve_model_path("default") == registry.resolve_model_path(None)
+    assert registry.default_steps("default") == 1
+
+
+def test_teacher_15_steps_beats_bicubic_stlpips_on_heldout_pairs() -> None:
+    metric = STLPIPSMetric("cpu")
+    model = registry.resolve_model(registry.TEACHER_MODEL_NAME)
+    up = Upscaler(create_engine("torch", model, device="cpu", steps=15), TileOptions(tile=0), seed=0)
+    gt, lq = _read(PAIRS / "gt" / "yellowflower.png"), _read(PAIRS / "lq" / "yellowflower.png")
+    bicubic = np.clip(cv2.resize(lq, gt.shape[1::-1], interpolation=cv2.INTER_CUBIC), 0, 1)
+    assert metric(np.round(up.upscale(lq) * 255) / 255, gt) < metric(bicubic, gt)

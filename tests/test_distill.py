@@ -169,6 +169,12 @@ def test_smoke_teacher_run_lowers_loss_and_exports(tmp_path, hr_folder):
     with torch.no_grad():
         hr = model.sample(torch.zeros(1, 3, 16, 16), torch.zeros(1, 48, 16, 16))
     assert hr.shape == (1, 3, 64, 64)
+    # --export-only: the EMA model of the newest checkpoint, without training (the same weights at the end)
+    from tadsr_cli.train.distill import export_checkpoint
+
+    exported = load_model_file(export_checkpoint(recipe, out, console=_quiet()))
+    for key, value in model.denoiser.state_dict().items():
+        assert torch.equal(value, exported.denoiser.state_dict()[key]), key
 
 
 def test_smoke_distill_run_lowers_losses_and_exports(tmp_path, hr_folder):
