@@ -196,8 +196,6 @@ def load_official(
     from tadsr_cli.models.autoencoders import ldm_to_diffusers_vq
     from tadsr_cli.models.sr_model import DiffusionSR
 
-    if config.autoencoder.kind == "vq" and autoencoder_path is None:
-        raise CheckpointError("a VQ model needs the autoencoder checkpoint (autoencoder_vq_f4.pth)")
     # Check every file against the architecture on the meta device first: a wrong file is refused in well under
     # a second, before the full network (about 1 GB) is built.
     meta = meta_shapes(lambda: DiffusionSR(config))
@@ -205,6 +203,8 @@ def load_official(
     part = {k[len("denoiser."):]: v for k, v in meta.items() if k.startswith("denoiser.")}
     check_shapes(part, _shapes(denoiser_sd), f"denoiser {denoiser_path}", OPTIONAL_BUFFER_SUFFIXES)
     vq_sd = None
+    if config.autoencoder.kind == "vq" and autoencoder_path is None:
+        raise CheckpointError("a VQ model needs the autoencoder checkpoint (autoencoder_vq_f4.pth)")
     if config.autoencoder.kind == "vq":
         try:
             vq_sd = ldm_to_diffusers_vq(read_state_dict(autoencoder_path))  # type: ignore[arg-type]

@@ -115,7 +115,7 @@ def _pillow_limit(max_pixels: int) -> Iterator[None]:
     """Let our own `max_pixels` check decide (Pillow's bomb check would otherwise warn/refuse on its own)."""
     old = Image.MAX_IMAGE_PIXELS
     old_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
-    Image.MAX_IMAGE_PIXELS = max(int(max_pixels), old or 0) if old is not None else None
+    Image.MAX_IMAGE_PIXELS = None  # `read_image` checks the header's size itself, before anything is decoded
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # strict, whatever another module set process-wide
     try:
         with warnings.catch_warnings():
