@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates the README's quality table and crop figures on the 20 held-out whole photos, default settings:
 #   bicubic, Real-ESRGAN x4plus, the embedded teacher at 15 and 1 steps  -> benchmarks/results/heldout-teacher/
-#   the embedded default (full TAD-SR) and the two ablations (runs of recipes/tadsr-tiny-x4-regonly.yaml and of
-#   recipes/tadsr-tiny-x4.yaml --set loss.gan=0 --out runs/tadsr-tiny-x4-nod)  -> benchmarks/results/heldout-students/
+#   the students: full TAD-SR (run of recipes/tadsr-tiny-x4.yaml), regression-only (recipes/tadsr-tiny-x4-regonly.yaml,
+#   shipped as the embedded default) and without D (recipes/tadsr-tiny-x4.yaml --set loss.gan=0
+#   --out runs/tadsr-tiny-x4-nod)  -> benchmarks/results/heldout-students/
 # Usage: bash benchmarks/eval_embedded.sh   (from the repository root, with .venv set up)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ SETS=runs/heldout
 mkdir -p runs/ablations
 cp runs/tadsr-tiny-x4-regonly/model.safetensors runs/ablations/regression-only.safetensors
 cp runs/tadsr-tiny-x4-nod/model.safetensors runs/ablations/without-D.safetensors
+cp runs/tadsr-tiny-x4/model.safetensors runs/ablations/tadsr-full.safetensors
 "$BIN/tadsr" eval --lq "$SETS/lq_realesrgan" --gt "$SETS/gt" \
-  --model default --model runs/ablations/regression-only.safetensors --model runs/ablations/without-D.safetensors \
+  --model runs/ablations/tadsr-full.safetensors --model runs/ablations/regression-only.safetensors --model runs/ablations/without-D.safetensors \
   -o benchmarks/results/heldout-students
