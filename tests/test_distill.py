@@ -297,11 +297,12 @@ def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path, hr_folder):
     task.train_step = interrupted
     out = tmp_path / "run"
     console = _quiet()
+    before = signal.getsignal(signal.SIGINT)  # whatever an earlier in-process command left installed
     with pytest.raises(KeyboardInterrupt):
         train(task, out, console=console, progress=False)
     assert (out / "checkpoints" / "step-00000002.pt").is_file()
     assert "interrupted: saved" in console.file.getvalue()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back
 
 
 def test_paired_folders(tmp_path, hr_folder):
