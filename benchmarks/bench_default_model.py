@@ -1,6 +1,6 @@
 """Speed of the embedded student (1 step) vs a teacher at T steps, 64x64 LQ -> 256x256, in one run (prints JSON).
 
-    python benchmarks/bench_default_model.py [--teacher runs/resshift-tiny-x4/model.safetensors] [--repeats 10]
+    python benchmarks/bench_default_model.py [--teacher tadsr_cli/weights/tadsr-tiny-x4-teacher.safetensors] [--repeats 10]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def seconds_per_call(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--teacher", type=Path, default=Path("runs/resshift-tiny-x4/model.safetensors"))
+    parser.add_argument("--teacher", type=Path, default=Path("tadsr_cli/weights/tadsr-tiny-x4-teacher.safetensors"))
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
