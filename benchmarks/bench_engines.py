@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engines.bench import dumps, run_bench  # noqa: E402
+from tadsr_cli.engines.bench import dumps, run_bench  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

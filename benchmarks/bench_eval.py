@@ -98,7 +98,7 @@ def main() -> None:
 
     import torch
 
-    from engines.torch_engine import resolve_device
+    from tadsr_cli.base.devices import resolve_device
     from tadsr_cli.eval.report import write_report
     from tadsr_cli.eval.runner import EvalConfig, run_eval
 

@@ -66,7 +66,7 @@ def throughput(size: int, device: str, precision: str, tile: int, overlap: int, 
                skip_untiled: bool) -> dict:
     import torch
 
-    from engines import create_engine
+    from tadsr_cli.engines import create_engine
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
     model = _model()
@@ -128,7 +128,7 @@ def rss_child(width: int, height: int, device: str, precision: str) -> dict:
     """Runs in a fresh process: the whole image path on a width x height PNG."""
     from PIL import Image
 
-    from engines import create_engine
+    from tadsr_cli.engines import create_engine
     from tadsr_cli.pipeline.image_io import upscale_image
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 

@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs=2, default=[1, 2])
     args = parser.parse_args()
 
-    from engines import create_engine
+    from tadsr_cli.engines import create_engine
     from tadsr_cli.models.registry import resolve_model
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 

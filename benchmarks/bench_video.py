@@ -80,7 +80,7 @@ def build_upscaler(device: str, tile: int) -> tuple[Any, str]:
     try:
         import torch
 
-        from engines import create_engine
+        from tadsr_cli.engines import create_engine
         from tadsr_cli.models.presets import tiny_test_config
         from tadsr_cli.models.sr_model import DiffusionSR
         from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler

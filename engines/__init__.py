@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from engines.base import Engine
-from tadsr_cli.errors import EngineUnavailableError
+from tadsr_cli.base.errors import EngineUnavailableError
+from tadsr_cli.engines.base import Engine
 
 if TYPE_CHECKING:
     from tadsr_cli.models.sr_model import DiffusionSR
@@ -20,9 +20,9 @@ __all__ = ["BACKENDS", "Engine", "create_engine"]
 
 # backend name -> module (relative to this package) exposing `create(...)`.
 BACKENDS: dict[str, str] = {
-    "torch": "engines.torch_engine",
-    "onnx": "engines.onnx_engine",
-    "tensorrt": "engines.tensorrt_engine",
+    "torch": "tadsr_cli.engines.torch_engine",
+    "onnx": "tadsr_cli.engines.onnx_engine",
+    "tensorrt": "tadsr_cli.engines.tensorrt_engine",
 }
 
 

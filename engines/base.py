@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-from tadsr_cli.errors import NumericalError
+from tadsr_cli.base.errors import NumericalError
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engines.fast_cpu import FastOneStep
-from engines.torch_engine import TorchEngine
+from tadsr_cli.engines.fast_cpu import FastOneStep
+from tadsr_cli.engines.torch_engine import TorchEngine
 
 Log = Callable[[str], None]
 
@@ -117,7 +117,7 @@ class Variant:
 
 def _variants(model: Any, device: str, backends: list[str], precisions: list[str], compile_fast: bool,
               cache_dir: Path | None) -> list[Variant]:
-    from engines import create_engine
+    from tadsr_cli.engines import create_engine
 
     cuda = device.startswith("cuda")
     out: list[Variant] = []
@@ -336,7 +336,7 @@ def run_bench(models: list[str] | None = None, *, device: str = "cpu", size: int
     """Benchmark `models` ("default", "official") and return the JSON-ready report."""
     import onnxruntime as ort
 
-    from engines.torch_engine import resolve_device
+    from tadsr_cli.base.devices import resolve_device
 
     models = models or ["default", "official"]
     if threads:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engines.onnx_export import replace_upsamplers
+from tadsr_cli.engines.onnx_export import replace_upsamplers
 
 
 def make_fast_copy(model: Any, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True) -> Any:

@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engines import cache as engine_cache
-from engines.base import NonFiniteTiles
-from engines.onnx_export import (
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.oom import is_out_of_memory_message
+from tadsr_cli.engines import cache as engine_cache
+from tadsr_cli.engines.base import NonFiniteTiles
+from tadsr_cli.engines.onnx_export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
     GRAPH_VERSION,
@@ -34,7 +36,6 @@ from engines.onnx_export import (
     physical_cores,
     shape_mode_name,
 )
-from tadsr_cli.errors import ConfigError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,6 @@ def check_precision(precision: str, provider: str) -> None:
             "fp16 on the onnx CPU provider is slower than fp32 (no fp16 kernels); use --precision fp32 "
             "(or --backend torch --precision bf16)"
         )
-
-
-def _is_oom_message(text: str) -> bool:
-    low = text.lower()
-    return "out of memory" in low or "failed to allocate" in low or "cudaerrormemoryallocation" in low
 
 
 def session_options(threads: int | None = None) -> Any:
@@ -142,7 +138,7 @@ def ensure_fp16(src: Path) -> Path:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from tadsr_cli.pipeline.atomic import atomic_write_path
+    from tadsr_cli.base.atomic import atomic_write_path
 
     proto = onnx.load(str(src))
     keep_nodes = [n.name for n in proto.graph.node if n.name.startswith(QUANTIZER_SCOPE)]
@@ -232,7 +228,7 @@ class OnnxEngine:
         try:
             hr, z = session.run(["hr", "latent"], {"lq": lq, "noise": noise})
         except Exception as exc:  # onnxruntime raises its own exception types
-            if _is_oom_message(str(exc)):
+            if is_out_of_memory_message(str(exc)):
                 raise RuntimeError(f"out of memory in ONNX Runtime: {str(exc).splitlines()[0]}") from exc
             raise
         return hr, z

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tadsr_cli.errors import ConfigError, NumericalError
+from tadsr_cli.base.errors import ConfigError, NumericalError
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
@@ -293,7 +293,7 @@ def export_onnx(
     64 px. Raises `ExportVerificationError` when the max abs error exceeds `tolerance`, and `ConfigError` for
     a tile that is not a multiple of `lq_multiple`.
     """
-    from tadsr_cli.pipeline.atomic import atomic_write_path
+    from tadsr_cli.base.atomic import atomic_write_path
 
     say = log or (lambda _msg: None)
     multiple = int(model.lq_multiple)

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engines import cache as engine_cache
-from engines import tensorrt_plan as plan
-from engines.base import NonFiniteTiles
-from engines.onnx_export import DEFAULT_OPSET, GRAPH_VERSION, OUTPUT_NAMES
-from tadsr_cli.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.engines import cache as engine_cache
+from tadsr_cli.engines import tensorrt_plan as plan
+from tadsr_cli.engines.base import NonFiniteTiles
+from tadsr_cli.engines.onnx_export import DEFAULT_OPSET, GRAPH_VERSION, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def build_engine(
     show_progress: bool = True,
 ) -> bytes:
     """Build a serialized engine for `spec` from the ONNX graph; updates the timing cache file."""
-    from tadsr_cli.pipeline.atomic import atomic_write_path
+    from tadsr_cli.base.atomic import atomic_write_path
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -266,7 +266,7 @@ class TensorRTEngine:
                                graph_version=GRAPH_VERSION)
 
     def _onnx(self) -> Path:
-        from engines.onnx_engine import ensure_onnx
+        from tadsr_cli.engines.onnx_engine import ensure_onnx
 
         # The export runs on the CPU (the graph is device-independent); the fp32 fallback moves the model back.
         path, _ = ensure_onnx(self.model, model_path=self.model_path, opset=self.opset, dynamic=True,
@@ -283,7 +283,7 @@ class TensorRTEngine:
                 self.folder / plan.timing_cache_name(want.trt_version, want.gpu_name),
                 plan.workspace_bytes(self.total_memory), self.compute_capability, self.show_progress,
             )
-            from tadsr_cli.pipeline.atomic import atomic_write_path
+            from tadsr_cli.base.atomic import atomic_write_path
 
             with atomic_write_path(path) as tmp:
                 tmp.write_bytes(blob)
@@ -327,7 +327,7 @@ class TensorRTEngine:
 
     def _torch_fp32(self) -> Any:
         if self._fallback is None:
-            from engines.torch_engine import TorchEngine
+            from tadsr_cli.engines.torch_engine import TorchEngine
 
             self._fallback = TorchEngine(self.model, device=str(self.device), precision="fp32")
         return self._fallback

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.cache import key_digest, slug
-from tadsr_cli.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.engines.cache import key_digest, slug
 
 Shape = tuple[int, int, int]  # (batch, h, w) in LQ pixels
 
@@ -214,7 +214,7 @@ def meta_path(plan: Path) -> Path:
 
 
 def write_meta(plan: Path, spec: EngineSpec) -> Path:
-    from tadsr_cli.pipeline.atomic import atomic_write_path
+    from tadsr_cli.base.atomic import atomic_write_path
 
     dst = meta_path(plan)
     with atomic_write_path(dst) as tmp:

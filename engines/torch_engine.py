@@ -7,48 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engines.base import NonFiniteTiles
-from tadsr_cli.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.devices import resolve_device
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.oom import is_out_of_memory
+from tadsr_cli.engines.base import NonFiniteTiles
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLERS = ("deterministic", "ancestral")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` -> cuda, else mps, else cpu. An explicitly requested device that is missing is an error."""
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r} (cpu, cuda, cuda:N, mps, auto)") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise EngineUnavailableError("device 'cuda' requested but no CUDA GPU is available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise EngineUnavailableError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
-    elif dev.type == "mps":
-        if not _mps_available():
-            raise EngineUnavailableError("device 'mps' requested but Apple MPS is not available")
-    elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r} (cpu, cuda, cuda:N, mps, auto)")
-    return dev
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
 
 
 class TorchEngine:
@@ -121,7 +86,7 @@ class TorchEngine:
 
     def _fast_forward(self) -> Any:
         if self._fast is None:
-            from engines.fast_cpu import FastOneStep
+            from tadsr_cli.engines.fast_cpu import FastOneStep
 
             with torch.inference_mode(False):  # ordinary (not inference-mode) tensors for the kept copy
                 self._fast = FastOneStep(self.model, self.dtype)
@@ -155,7 +120,7 @@ class TorchEngine:
                     img[bad] = img32.float()
                 return img.float().contiguous().cpu()
         except Exception as exc:
-            if _is_oom(exc) and self.device.type == "cuda":
+            if is_out_of_memory(exc) and self.device.type == "cuda":
                 torch.cuda.empty_cache()
             raise
 

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from tadsr_cli import __version__
-from tadsr_cli.errors import TadsrError
-from tadsr_cli.messages import terminal_safe
+from tadsr_cli.base.errors import TadsrError
+from tadsr_cli.base.messages import terminal_safe
 from tadsr_cli.pipeline.interrupts import graceful_interrupts, interrupted
 
 # Command modules, registered in this order (help lists them so).

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tadsr_cli.errors import ConfigError
+from tadsr_cli.base.errors import ConfigError
 from tadsr_cli.pipeline.batch import (
     Interrupted,
     Job,

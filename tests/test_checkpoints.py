@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tadsr_cli.base.errors import CheckpointError, ConfigError, ModelNotFoundError
 from tadsr_cli.cli import app
-from tadsr_cli.errors import CheckpointError, ConfigError, ModelNotFoundError
 from tadsr_cli.models import registry
 from tadsr_cli.models.autoencoders import diffusers_to_ldm_vq
 from tadsr_cli.models.checkpoints import (

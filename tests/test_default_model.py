@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engines import create_engine
+from tadsr_cli.engines import create_engine
 from tadsr_cli.eval.stlpips import STLPIPSMetric
 from tadsr_cli.models import registry
 from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler

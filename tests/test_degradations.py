@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from tadsr_cli.errors import RecipeError, TrainingError
+from tadsr_cli.base.errors import RecipeError, TrainingError
 from tadsr_cli.train import kernels as K
 from tadsr_cli.train.datasets import (
     TRAIN_HR_HOLDOUT,

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from tadsr_cli.errors import TrainingError
+from tadsr_cli.base.errors import TrainingError
 from tadsr_cli.models.config import DenoiserConfig
 from tadsr_cli.train.discriminator import TimeAwareDiscriminator, default_feature_blocks, input_block_channels
 from tadsr_cli.train.distill import make_task, run_recipe

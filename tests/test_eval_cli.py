@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tadsr_cli.base.errors import InputError
 from tadsr_cli.cli import app, main
-from tadsr_cli.errors import InputError
 from tadsr_cli.eval.images import align_to_gt, pair_folders
 
 SCALE = 4

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from tadsr_cli.errors import CheckpointError, ConfigError, InputError
+from tadsr_cli.base.errors import CheckpointError, ConfigError, InputError
 from tadsr_cli.models import registry
 from tadsr_cli.models.checkpoints import load_model_file, read_state_dict, save_model
 from tadsr_cli.models.config import ModelConfig
@@ -513,7 +513,8 @@ def test_second_ctrl_c_still_exits_130_and_cleans_up(tmp_path, model_file):
         import time
         from pathlib import Path
         from tadsr_cli.commands import upscale
-        from tadsr_cli.pipeline import atomic, progress
+        from tadsr_cli.base import atomic
+        from tadsr_cli.pipeline import progress
         marks = Path({str(marks)!r})
 
         def process(self, job, reporter):

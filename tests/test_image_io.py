@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps
 
-from tadsr_cli.errors import ConfigError, InputError, OutputError
-from tadsr_cli.pipeline.atomic import atomic_write_path
+from tadsr_cli.base.atomic import atomic_write_path
+from tadsr_cli.base.errors import ConfigError, InputError, OutputError
 from tadsr_cli.pipeline.image_io import (
     ImageOptions,
     normalize_ext,

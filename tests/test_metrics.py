@@ -25,7 +25,7 @@ import torch
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from tadsr_cli.errors import CheckpointError, InputError
+from tadsr_cli.base.errors import CheckpointError, InputError
 from tadsr_cli.eval import lpips_optional, stlpips
 from tadsr_cli.eval.matlab_resize import imresize
 from tadsr_cli.eval.niqe import PRISTINE_FILE, load_pristine, niqe

@@ -13,10 +13,10 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from engines import create_engine  # noqa: E402
-from engines.onnx_engine import OnnxEngine  # noqa: E402
-from engines.onnx_export import export_onnx, read_metadata  # noqa: E402
-from tadsr_cli.errors import ConfigError, EngineUnavailableError, NumericalError  # noqa: E402
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError, NumericalError  # noqa: E402
+from tadsr_cli.engines import create_engine  # noqa: E402
+from tadsr_cli.engines.onnx_engine import OnnxEngine  # noqa: E402
+from tadsr_cli.engines.onnx_export import export_onnx, read_metadata  # noqa: E402
 from tadsr_cli.models.checkpoints import save_model  # noqa: E402
 from tadsr_cli.models.presets import tiny_test_config, tiny_vq_test_config  # noqa: E402
 from tadsr_cli.models.sr_model import DiffusionSR  # noqa: E402
@@ -132,7 +132,7 @@ def test_graph_structure_bicubic_as_conv_and_named_quantizer(vq_onnx):
 def test_bicubic_as_conv_equals_torch_bicubic(shape):
     import torch.nn.functional as F
 
-    from engines.onnx_export import BicubicUpsample
+    from tadsr_cli.engines.onnx_export import BicubicUpsample
 
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
     ref = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
@@ -143,7 +143,7 @@ def test_bicubic_as_conv_equals_torch_bicubic(shape):
 def test_subpixel_upsampler_equals_nearest_then_conv(channels_last):
     from diffusers.models.upsampling import Upsample2D
 
-    from engines.onnx_export import SubpixelUpsampleConv, subpixel_upsamplers
+    from tadsr_cli.engines.onnx_export import SubpixelUpsampleConv, subpixel_upsamplers
     from tadsr_cli.models.unet_swin import Upsample
 
     torch.manual_seed(0)
@@ -189,7 +189,7 @@ def test_engine_matches_torch_engine_and_cache_is_reused(pu_file, tmp_path, monk
         assert float((eng.run(lq, noise) - torch_eng.run(lq, noise)).abs().max()) <= TOL
 
     # second engine: no export, same file untouched
-    import engines.onnx_engine as onnx_engine
+    import tadsr_cli.engines.onnx_engine as onnx_engine
 
     mtime = eng.onnx_path.stat().st_mtime_ns
     calls = []
@@ -200,7 +200,7 @@ def test_engine_matches_torch_engine_and_cache_is_reused(pu_file, tmp_path, monk
 
 
 def test_cache_without_model_file_or_writable_folder(pu_file, home, monkeypatch):
-    import engines.cache as cache
+    import tadsr_cli.engines.cache as cache
 
     model = _load(pu_file)
     first = create_engine("onnx", model, device="cpu", verify=False)  # no path: content hash, in the cache dir
@@ -323,7 +323,7 @@ def test_upscale_video_backend_onnx_equals_torch(pu_file, tmp_path, capsys):
 
 
 def test_bench_json_small(tmp_path, capsys, monkeypatch):
-    import engines.bench as bench
+    import tadsr_cli.engines.bench as bench
 
     monkeypatch.setattr(bench, "load_default_model", lambda: (_model(tiny_test_config()), "tiny"))
     code, stdout, err = run_cli(["bench", "--models", "default", "--backends", "torch,onnx", "--precisions",

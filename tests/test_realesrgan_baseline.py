@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from tadsr_cli.base.errors import CheckpointError, ConfigError, ModelNotFoundError
 from tadsr_cli.cli import main
-from tadsr_cli.errors import CheckpointError, ConfigError, ModelNotFoundError
 from tadsr_cli.eval import realesrgan as resr
 
 REALSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "realset65"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tadsr_cli.errors import RecipeError
+from tadsr_cli.base.errors import RecipeError
 from tadsr_cli.train.recipe import load_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

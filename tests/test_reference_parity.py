@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tadsr_cli.errors import CheckpointError
+from tadsr_cli.base.errors import CheckpointError
 from tadsr_cli.models import sampling
 from tadsr_cli.models.autoencoders import (
     VQAutoencoder,

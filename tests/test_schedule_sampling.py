@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tadsr_cli.errors import CheckpointError, ConfigError
+from tadsr_cli.base.errors import CheckpointError, ConfigError
 from tadsr_cli.models import sampling
 from tadsr_cli.models.autoencoders import (
     PixelUnshuffleAutoencoder,

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from engines import tensorrt_plan as plan
-from engines.tensorrt_plan import EngineRecord, EngineSpec, ShapeProfile
-from tadsr_cli.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.engines import tensorrt_plan as plan
+from tadsr_cli.engines.tensorrt_plan import EngineRecord, EngineSpec, ShapeProfile
 
 
 def spec(profile: ShapeProfile, **kw) -> EngineSpec:
@@ -164,8 +164,8 @@ def test_build_progress_bookkeeping():
 
 
 def test_missing_tensorrt_is_a_clear_error(monkeypatch):
-    from engines import create_engine
-    from engines.tensorrt_engine import TRT_MISSING, import_tensorrt
+    from tadsr_cli.engines import create_engine
+    from tadsr_cli.engines.tensorrt_engine import TRT_MISSING, import_tensorrt
     from tadsr_cli.models.presets import tiny_test_config
     from tadsr_cli.models.sr_model import DiffusionSR
 
@@ -182,7 +182,7 @@ def test_missing_tensorrt_is_a_clear_error(monkeypatch):
 def test_placeholder_or_old_tensorrt(monkeypatch):
     import types
 
-    from engines.tensorrt_engine import import_tensorrt
+    from tadsr_cli.engines.tensorrt_engine import import_tensorrt
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # PyPI placeholder: no API
     with pytest.raises(EngineUnavailableError, match="not installed"):
@@ -338,7 +338,7 @@ def test_engine_build_and_cache_flow_with_a_stand_in_tensorrt(tmp_path, monkeypa
 
     import torch
 
-    import engines.tensorrt_engine as te
+    import tadsr_cli.engines.tensorrt_engine as te
     from tadsr_cli.models.checkpoints import save_model
     from tadsr_cli.models.presets import tiny_test_config
     from tadsr_cli.models.sr_model import DiffusionSR

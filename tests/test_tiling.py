@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines import create_engine
-from engines.base import Engine
-from tadsr_cli.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.engines import create_engine
+from tadsr_cli.engines.base import Engine
 from tadsr_cli.pipeline.noise import NoiseField
 from tadsr_cli.pipeline.tiling import TileGrid, pad_to_multiple, ramp, tile_starts
 from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler

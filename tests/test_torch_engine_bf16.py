@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engines import create_engine
-from engines.bench import psnr
-from engines.fast_cpu import FastOneStep
+from tadsr_cli.engines import create_engine
+from tadsr_cli.engines.bench import psnr
+from tadsr_cli.engines.fast_cpu import FastOneStep
 from tadsr_cli.models.presets import tiny_test_config, tiny_vq_test_config
 from tadsr_cli.models.sr_model import DiffusionSR
 

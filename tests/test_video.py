@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tadsr_cli.errors import InputError, OutputError, TadsrError
+from tadsr_cli.base.errors import InputError, OutputError, TadsrError
 from tadsr_cli.pipeline import video as video_mod
 from tadsr_cli.pipeline.video import VideoOptions, VideoReport, is_video, upscale_video
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tadsr_cli.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
 
 FORMATS = ("onnx", "tensorrt")
 
@@ -52,7 +52,7 @@ def export_command(
     result: dict[str, object] = {"model": str(model_path), "format": fmt, "precision": precision}
 
     if fmt == "tensorrt":
-        from engines.tensorrt_engine import import_tensorrt, prebuild
+        from tadsr_cli.engines.tensorrt_engine import import_tensorrt, prebuild
 
         import_tensorrt()
         engine = prebuild(net, device=device, precision=precision, tile=tile or 128, batch=batch,
@@ -65,8 +65,8 @@ def export_command(
 
     if precision == "bf16":
         raise EngineUnavailableError("ONNX export: bf16 is not offered (fp32, or fp16 for GPUs)")
-    from engines.onnx_engine import ensure_fp16, ensure_onnx
-    from engines.onnx_export import default_tile, export_onnx
+    from tadsr_cli.engines.onnx_engine import ensure_fp16, ensure_onnx
+    from tadsr_cli.engines.onnx_export import default_tile, export_onnx
 
     multiple = int(net.lq_multiple)
     tile = default_tile(multiple) if tile is None else tile
@@ -79,7 +79,7 @@ def export_command(
         output = output.expanduser()
         if output.suffix.lower() != ".onnx":
             raise ConfigError(f"-o {output}: the output file must end in .onnx")
-        from engines.cache import model_fingerprint
+        from tadsr_cli.engines.cache import model_fingerprint
 
         target = output if precision == "fp32" else output.with_name(output.stem + "-fp32.onnx")
         report = export_onnx(net, target, tile=tile, dynamic=dynamic, opset=opset, verify=verify,
@@ -122,7 +122,7 @@ def bench_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr."),
 ) -> None:
     """Time every available backend/precision on a fixed input; prints JSON (throughput, latency, memory, error)."""
-    from engines.bench import dumps, run_bench
+    from tadsr_cli.engines.bench import dumps, run_bench
 
     console = Console(stderr=True)
 
@@ -137,7 +137,7 @@ def bench_command(
     text = dumps(report)
     sys.stdout.write(text + "\n")
     if output is not None:
-        from tadsr_cli.pipeline.atomic import atomic_write_path
+        from tadsr_cli.base.atomic import atomic_write_path
 
         with atomic_write_path(output) as tmp:
             tmp.write_text(text + "\n")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from tadsr_cli.errors import CheckpointError, InputError
+from tadsr_cli.base.errors import CheckpointError, InputError
 from tadsr_cli.models import registry
 from tadsr_cli.pipeline.paths import check_input_file, check_output_file
 

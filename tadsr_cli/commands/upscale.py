@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from tadsr_cli.errors import ConfigError, InputError, ModelNotFoundError
+from tadsr_cli.base.errors import ConfigError, InputError, ModelNotFoundError
 from tadsr_cli.pipeline.batch import (
     DEFAULT_NAME,
     FileResult,
@@ -139,7 +139,7 @@ class Session:
     def prepare(self) -> None:
         if self.upscaler is not None:
             return
-        from engines import create_engine
+        from tadsr_cli.engines import create_engine
         from tadsr_cli.pipeline.upscaler import Upscaler
 
         s = self.s

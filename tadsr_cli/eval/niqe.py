@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tadsr_cli.errors import InputError
+from tadsr_cli.base.errors import InputError
 from tadsr_cli.eval.matlab_resize import imresize
 from tadsr_cli.eval.psnr_ssim import rgb_to_y
 

@@ -17,7 +17,7 @@ import math
 import cv2
 import numpy as np
 
-from tadsr_cli.errors import InputError
+from tadsr_cli.base.errors import InputError
 
 Y_COEFFS_RGB = (65.481, 128.553, 24.966)  # per unit RGB in [0, 1]; plus the 16 offset
 

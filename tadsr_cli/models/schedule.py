@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tadsr_cli.errors import ConfigError
+from tadsr_cli.base.errors import ConfigError
 from tadsr_cli.models.config import ScheduleConfig
 
 __all__ = ["ResShiftSchedule", "official_sqrt_etas"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tadsr_cli.errors import ConfigError
+from tadsr_cli.base.errors import ConfigError
 from tadsr_cli.models import sampling
 from tadsr_cli.models.autoencoders import build_autoencoder
 from tadsr_cli.models.config import ModelConfig

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tadsr_cli.errors import ConfigError
+from tadsr_cli.base.errors import ConfigError
 from tadsr_cli.models.swin_blocks import (
     NON_ESSENTIAL_BUFFER_SUFFIXES,
     GroupNorm32,

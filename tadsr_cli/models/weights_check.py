@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from tadsr_cli.errors import CheckpointError, ConfigError
+from tadsr_cli.base.errors import CheckpointError, ConfigError
 
 Shapes = Mapping[str, tuple[int, ...]]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tadsr_cli.errors import ConfigError, TadsrError
+from tadsr_cli.base.errors import ConfigError, TadsrError
 from tadsr_cli.pipeline import interrupts
 from tadsr_cli.pipeline.image_io import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
 from tadsr_cli.pipeline.paths import (

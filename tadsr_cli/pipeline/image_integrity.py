@@ -13,7 +13,7 @@ import threading
 import zlib
 from pathlib import Path
 
-from tadsr_cli.errors import InputError
+from tadsr_cli.base.errors import InputError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # FFmpeg mjpeg decoder messages that mean the data stops early or is damaged (others are ignored).

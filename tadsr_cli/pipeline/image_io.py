@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from tadsr_cli.errors import ConfigError, InputError, OutputError
-from tadsr_cli.pipeline.atomic import atomic_write_path
+from tadsr_cli.base.atomic import atomic_write_path
+from tadsr_cli.base.errors import ConfigError, InputError, OutputError
 from tadsr_cli.pipeline.image_integrity import check_integrity
 from tadsr_cli.pipeline.paths import check_input_file, check_output_file, reason
 

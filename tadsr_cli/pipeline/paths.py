@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from tadsr_cli.errors import InputError, OutputError
+from tadsr_cli.base.errors import InputError, OutputError
 
 NAME_MAX = 255  # bytes per file name on nearly every file system (ext4, xfs, btrfs, APFS, NTFS via UTF-16 units)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from tadsr_cli.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
+from tadsr_cli.base.oom import is_out_of_memory
+from tadsr_cli.engines.base import Engine
 from tadsr_cli.pipeline.noise import NoiseField
 from tadsr_cli.pipeline.tiling import BlendName, Tile, TileGrid, pad_to_multiple
 
@@ -51,14 +52,6 @@ class TileOptions:
             raise ConfigError(f"unknown blend {self.blend!r} (cosine or gaussian)")
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
 class Upscaler:
     """Tiled one-step upscaling with a deterministic global noise field.
 
@@ -67,7 +60,7 @@ class Upscaler:
     smaller size is kept for later images/frames.
     """
 
-    def __init__(self, engine: Any, tiles: TileOptions | None = None, seed: int = 0) -> None:
+    def __init__(self, engine: Engine, tiles: TileOptions | None = None, seed: int = 0) -> None:
         self.engine = engine
         self.tiles = TileOptions() if tiles is None else tiles
         self.tiles.validate()
@@ -110,7 +103,7 @@ class Upscaler:
             try:
                 return self._upscale_once(rgb, progress)
             except Exception as exc:
-                if not _is_oom(exc):
+                if not is_out_of_memory(exc):
                     raise
                 self._shrink(rgb.shape[0], rgb.shape[1], exc)
 

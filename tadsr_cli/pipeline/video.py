@@ -54,8 +54,8 @@ import av.sidedata.sidedata
 import av.video.stream
 import numpy as np
 
-from tadsr_cli.errors import InputError, OutputError, TadsrError
-from tadsr_cli.pipeline.atomic import atomic_write_path
+from tadsr_cli.base.atomic import atomic_write_path
+from tadsr_cli.base.errors import InputError, OutputError, TadsrError
 from tadsr_cli.pipeline.video_probe import (
     VIDEO_EXTENSIONS,
     PrescanResult,

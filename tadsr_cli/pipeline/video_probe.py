@@ -21,7 +21,7 @@ import av.container
 import av.stream
 import av.video.stream
 
-from tadsr_cli.errors import InputError
+from tadsr_cli.base.errors import InputError
 from tadsr_cli.pipeline.paths import check_input_file
 
 # File extensions commonly used for video; only a hint for front-ends (messages), detection is by content.

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tadsr_cli.errors import TrainingError
+from tadsr_cli.base.errors import TrainingError
 from tadsr_cli.train.degradations import DegradationConfig, degrade, to_float01
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(

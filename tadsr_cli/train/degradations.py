@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from tadsr_cli.errors import RecipeError
+from tadsr_cli.base.errors import RecipeError
 from tadsr_cli.train.kernels import KERNEL_TYPES, random_mixed_kernel, sinc_kernel
 
 DEGRADATION_KINDS: tuple[str, ...] = ("realesrgan", "bicubic")

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from tadsr_cli.errors import ConfigError
+from tadsr_cli.base.errors import ConfigError
 from tadsr_cli.models.config import DenoiserConfig
 from tadsr_cli.models.schedule import ResShiftSchedule
 from tadsr_cli.models.unet_swin import timestep_embedding

@@ -52,8 +52,8 @@ from rich.progress import (
 )
 from torch import Tensor, nn
 
-from tadsr_cli.errors import ConfigError, RecipeError, TrainingError
-from tadsr_cli.pipeline.atomic import atomic_write_path
+from tadsr_cli.base.atomic import atomic_write_path
+from tadsr_cli.base.errors import ConfigError, RecipeError, TrainingError
 from tadsr_cli.train.recipe import OptimizerSettings, Recipe
 
 __all__ = [

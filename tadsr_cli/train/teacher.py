@@ -63,7 +63,7 @@ class TeacherTask(TrainTask):
         self.valset = build_validation_set(recipe, model.scale, model.lq_multiple) if env.is_main else None
         self.has_validation = self.valset is not None
         if recipe.data.gt_size % (model.scale * model.lq_multiple):
-            from tadsr_cli.errors import RecipeError
+            from tadsr_cli.base.errors import RecipeError
 
             raise RecipeError(
                 f"{recipe.source}: data.gt_size {recipe.data.gt_size} must be a multiple of "
@@ -121,7 +121,7 @@ class TeacherTask(TrainTask):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from tadsr_cli.errors import TrainingError
+        from tadsr_cli.base.errors import TrainingError
 
         if state.get("kind") not in (None, self.kind):
             raise TrainingError(

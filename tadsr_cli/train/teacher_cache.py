@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tadsr_cli.pipeline.atomic import atomic_write_path
+from tadsr_cli.base.atomic import atomic_write_path
 
 __all__ = ["TeacherCache", "teacher_fingerprint"]
 

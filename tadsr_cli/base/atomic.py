@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tadsr_cli.errors import OutputError
+from tadsr_cli.base.errors import OutputError
 
 
 @contextlib.contextmanager
