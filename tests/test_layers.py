@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +184,31 @@ def test_installed_packages_match_the_folders():
 @pytest.mark.parametrize("layer", [name for name, _ in LAYERS])
 def test_layer_has_modules(layer):
     assert any(LAYERS[_layer(m)][0] == layer for m in MODULES)
+
+
+def test_engines_install_under_the_project_name(tmp_path):
+    """Installed (editable here), `tadsr_cli.engines` is the repository's `engines/` folder and no top-level
+    `engines` package leaks into site-packages, where it would clash with another project's."""
+    spec = importlib.util.find_spec("tadsr_cli.engines")
+    assert spec is not None and Path(spec.origin) == ROOT / "engines" / "__init__.py"
+    probe = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('engines') is None else 3)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, "a top-level `engines` package is importable outside the checkout"
+
+
+def test_wheel_holds_engines_under_the_project_name(tmp_path):
+    """A regular wheel (built from a copy of the tree, so no build/ folder appears in the checkout)."""
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("tadsr_cli", "engines"):
+        shutil.copytree(ROOT / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "dist").glob("tadsr-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "tadsr_cli/engines/__init__.py" in names and "tadsr_cli/engines/torch_engine.py" in names
+    assert "tadsr_cli/base/errors.py" in names and "tadsr_cli/weights/tadsr-tiny-x4.safetensors" in names
+    assert not [n for n in names if n.startswith("engines/")]
