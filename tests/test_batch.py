@@ -40,7 +40,6 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    pytest.importorskip("tadsr_cli.models.presets")
     import torch
 
     from tadsr_cli.models.checkpoints import save_model

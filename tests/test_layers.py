@@ -212,3 +212,12 @@ def test_wheel_holds_engines_under_the_project_name(tmp_path):
     assert "tadsr_cli/engines/__init__.py" in names and "tadsr_cli/engines/torch_engine.py" in names
     assert "tadsr_cli/base/errors.py" in names and "tadsr_cli/weights/tadsr-tiny-x4.safetensors" in names
     assert not [n for n in names if n.startswith("engines/")]
+
+
+def test_tests_import_the_project_plainly():
+    """A broken project import must fail the tests, not skip them."""
+    offenders = [f"{path.name}:{n}" for path in sorted((ROOT / "tests").glob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if "importorskip(" in line and ("tadsr_cli" in line or "\"engines" in line)
+                 and path.name != Path(__file__).name]
+    assert offenders == []

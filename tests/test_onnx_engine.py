@@ -302,7 +302,6 @@ def test_upscale_backend_onnx_equals_torch(pu_file, tmp_path, capsys):
 
 
 def test_upscale_video_backend_onnx_equals_torch(pu_file, tmp_path, capsys):
-    pytest.importorskip("tadsr_cli.pipeline.video")
     av = pytest.importorskip("av")
     from tests.test_upscale_cli import _make_video
 

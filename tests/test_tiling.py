@@ -261,7 +261,6 @@ def test_unknown_backend():
 
 # ---- the real model through the torch engine ---------------------------------------------------------------------
 def _tiny_model(seed: int = 0, perturb: float = 0.02, steps: int | None = None):
-    pytest.importorskip("tadsr_cli.models.presets")
     from tadsr_cli.models.presets import tiny_test_config
     from tadsr_cli.models.sr_model import DiffusionSR
 

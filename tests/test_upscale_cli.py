@@ -14,7 +14,6 @@ from tests.test_batch import img, run_cli
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    pytest.importorskip("tadsr_cli.models.presets")
     import torch
 
     from tadsr_cli.models.checkpoints import save_model
@@ -167,7 +166,8 @@ def _make_video(path: Path, frames: int = 3, w: int = 32, h: int = 24) -> None:
 
 
 def test_video_is_detected_by_content(tmp_path, model_file, capsys):
-    video = pytest.importorskip("tadsr_cli.pipeline.video")
+    from tadsr_cli.pipeline import video
+
     av = pytest.importorskip("av")
     src = tmp_path / "clip.mp4"
     _make_video(src)
