@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tadsr_cli.base.errors import InputError, OutputError, TadsrError
-from tadsr_cli.pipeline import video as video_mod
+from tadsr_cli.pipeline import video_demux, video_format
 from tadsr_cli.pipeline.video import VideoOptions, VideoReport, is_video, upscale_video
 
 RATE = 24
@@ -345,13 +345,13 @@ def test_max_frames_preview(tmp_path: Path) -> None:
 def test_memory_bounded_by_queue_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = make_clip(tmp_path / "in.mkv", n=24, audio=False, subtitles=False)
     converted = [0]
-    real = video_mod._to_rgb
+    real = video_demux.to_rgb
 
     def counting(frame: av.VideoFrame, bits: int) -> np.ndarray:
         converted[0] += 1
         return real(frame, bits)
 
-    monkeypatch.setattr(video_mod, "_to_rgb", counting)
+    monkeypatch.setattr(video_demux, "to_rgb", counting)
     ahead: list[int] = []
 
     class Slow(Cubic):
@@ -541,10 +541,10 @@ def test_failure_or_interrupt_leaves_no_file_and_no_thread(tmp_path: Path, exc: 
 def test_encoder_failure_propagates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = make_clip(tmp_path / "in.mkv", n=12)
 
-    def broken(self: object, item: object) -> av.VideoFrame:
+    def broken(self: object, rgb: object, pts: int, duration: int) -> av.VideoFrame:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(video_mod._Encoder, "make_frame", broken)
+    monkeypatch.setattr(video_format.EncoderSpec, "make_frame", broken)
     with pytest.raises(OutputError, match="No space left"):
         upscale_video(src, tmp_path / "out.mkv", Cubic(), VideoOptions())
     assert leftovers(tmp_path, {"in.mkv"}) == [] and no_pipeline_threads()
@@ -567,7 +567,7 @@ def test_output_problems(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="overwrite the input"):
         upscale_video(src, src, Cubic(), VideoOptions())
     with pytest.raises(OutputError, match="cannot hold"):
-        upscale_video(src, tmp_path / "out.webm", Cubic(), VideoOptions())
+        upscale_video(src, tmp_path / "out.webm", Cubic(), VideoOptions(codec="libx264"))
     with pytest.raises(OutputError, match="not available"):
         upscale_video(src, tmp_path / "out.mkv", Cubic(), VideoOptions(codec="no-such-codec"))
     assert leftovers(tmp_path, {"in.mkv"}) == []
