@@ -97,7 +97,7 @@ _RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "steps": (1, 1000), "kappa": (1e-6, 1e3), "power": (1e-6, 100.0), "min_noise_level": (1e-9, 1.0),
         "etas_end": (1e-9, 1.0), "sqrt_eta1_cap": (1e-9, 1.0),
     },
-    "ModelConfig": {"scale": (1, 16), "student_timestep": (0, 999)},
+    "ModelConfig": {"scale": (1, 16), "student_timestep": (0, 999), "prior_noise_scale": (0.0, 4.0)},
 }
 
 
@@ -203,6 +203,9 @@ class ModelConfig:
     scale: int = 4
     # Step the one-step student is called at; None = T-1 (TAD-SR / SinSR).
     student_timestep: int | None = None
+    # Temperature of the prior: x_T = y + kappa sqrt(eta_T) * prior_noise_scale * eps. Below 1 the sample follows
+    # the image more and the noise less (higher PSNR, less seed-to-seed and frame-to-frame variation).
+    prior_noise_scale: float = 1.0
     name: str = ""
     description: str = ""
 

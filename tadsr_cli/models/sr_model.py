@@ -83,10 +83,15 @@ class DiffusionSR(nn.Module):
             raise ConfigError(f"LQ size {tuple(lq.shape[-2:])} must be a multiple of {m}; pad it first")
 
     # ---- inference ------------------------------------------------------------------------------------------
+    def prior(self, y: Tensor, noise: Tensor) -> Tensor:
+        """x_T = y + kappa sqrt(eta_T) s eps, s = the config's prior_noise_scale (1 = ResShift)."""
+        s = self.config.prior_noise_scale
+        return self.schedule.prior_sample(y, noise if s == 1.0 else noise * s)
+
     def one_step_latent(self, lq: Tensor, noise: Tensor, y: Tensor | None = None) -> Tensor:
         """Student: x_T = y + kappa sqrt(eta_T) eps, one call at t = T-1; returns the x0 latent."""
         y = self.lq_latent(lq) if y is None else y
-        x_t = self.schedule.prior_sample(y, noise)
+        x_t = self.prior(y, noise)
         return self.predict_x0(x_t, y, self.config.one_step_timestep, lq)
 
     def one_step(self, lq: Tensor, noise: Tensor) -> Tensor:
@@ -104,7 +109,7 @@ class DiffusionSR(nn.Module):
     ) -> Tensor:
         """Teacher: T-step sampling from x_T (deterministic = SinSR/TAD-SR targets; ancestral = ResShift)."""
         y = self.lq_latent(lq) if y is None else y
-        x_t = self.schedule.prior_sample(y, noise)
+        x_t = self.prior(y, noise)
 
         def predict(x: Tensor, t: int) -> Tensor:
             return self.predict_x0(x, y, t, lq)

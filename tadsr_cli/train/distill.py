@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from tadsr_cli.errors import RecipeError, TrainingError
+from tadsr_cli.base.errors import RecipeError, TrainingError
 from tadsr_cli.models.checkpoints import load_model_file, save_model
 from tadsr_cli.models.sr_model import DiffusionSR
 from tadsr_cli.train.discriminator import TimeAwareDiscriminator
@@ -85,6 +85,8 @@ def load_teacher(recipe: Recipe, device: torch.device, console: Console | None =
     """The frozen teacher: a model file / registry model, or the inline config (+ `init` weights)."""
     if recipe.model.teacher is not None:
         teacher = load_model_file(_resolve_teacher_path(recipe.model.teacher), device=device)
+        if recipe.model.prior_noise_scale is not None:  # targets and student share the prior temperature
+            teacher.config.prior_noise_scale = recipe.model.prior_noise_scale
     else:
         assert recipe.model.config is not None
         torch.manual_seed(recipe.seed)
@@ -139,6 +141,8 @@ class DistillTask(TrainTask):
             f"by recipe {recipe.name} (EMA weights)",
             student_timestep=None,
         )
+        if recipe.model.init:  # warm start (e.g. from the regression-only run), same architecture as the teacher
+            load_weights_into(student, recipe.model.init)
         student.denoiser.requires_grad_(True).train()
         self.student = student
         self.student_net = wrap_ddp(X0Predictor(student), env)
@@ -182,6 +186,7 @@ class DistillTask(TrainTask):
                 "degradation": recipe.degradation_config().to_dict(),
                 "seed": recipe.seed,
                 "sampler": "deterministic",
+                "prior_noise_scale": teacher.config.prior_noise_scale,
             }
             self.cache = TeacherCache(recipe.teacher_cache, teacher_fingerprint(teacher, data_key))
         self.valset = (
@@ -239,7 +244,7 @@ class DistillTask(TrainTask):
             x0 = t.encode(gt).float()
             y = t.lq_latent(lq).float()
         eps = sample_noise(seeds, tuple(y.shape[1:]), self.device)
-        x_T = t.schedule.prior_sample(y, eps)
+        x_T = t.prior(y, eps)
         x_tch = self.teacher_target(lq, y, eps, seeds) if self.need_target else None
         B = y.shape[0]
         lo, hi = self.disc_range

@@ -9,7 +9,7 @@
     threads: null                    # torch threads per process (1 is fastest on a busy CPU)
     model:                           # teacher: inline ModelConfig keys (denoiser/autoencoder/schedule/prediction)
       teacher: resshift-realsr-x4-v1 # tadsr: a model file or registry name (the student starts as its copy)
-      init: null                     # optional weights (model file) to start from
+      init: null                     # optional weights (model file) to start from (tadsr: the student's)
     data: {hr: FOLDER, exclude: [...], holdout: 0, gt_size: 256, workers: 2, length: null, fixed_crops: false,
            crop_reuse: 1}
                                      # or lq + gt paired folders instead of hr
@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tadsr_cli.errors import ConfigError, RecipeError
+from tadsr_cli.base.errors import ConfigError, RecipeError
 from tadsr_cli.models.config import AutoencoderConfig, DenoiserConfig, ModelConfig, ScheduleConfig
 
 __all__ = [
@@ -77,6 +77,8 @@ class ModelSection:
 
     teacher: str | None = None
     init: str | None = None
+    # tadsr: the prior temperature of teacher targets and student (None: the teacher file's own)
+    prior_noise_scale: float | None = None
     config: ModelConfig | None = None
 
 
@@ -380,15 +382,17 @@ def _parse_model(data: Any, path: Path_, lines: _Lines, kind: str) -> ModelSecti
             raise RecipeError(
                 f"{lines.where(path + ('teacher',))}: only `kind: tadsr` recipes take a teacher"
             )
-        extra = sorted(set(inline) - {"name", "description"})
+        extra = sorted(set(inline) - {"name", "description", "prior_noise_scale"})
         if extra:
             raise RecipeError(
                 f"{lines.where(path + (extra[0],))}: the architecture comes from the teacher file; "
-                f"remove {extra} (only name/description may be set with `teacher`)"
+                f"remove {extra} (only name/description/prior_noise_scale may be set with `teacher`)"
             )
-        if init is not None:
-            raise RecipeError(f"{lines.where(path + ('init',))}: `init` and `teacher` exclude each other")
-        return ModelSection(teacher=teacher, init=None, config=None)
+        scale = _check(data.get("prior_noise_scale"), float | None, path + ("prior_noise_scale",), lines)
+        if scale is not None and not 0.0 <= scale <= 4.0:
+            raise RecipeError(f"{lines.where(path + ('prior_noise_scale',))}: must be in [0, 4], got {scale}")
+        # With a teacher, `init` is the student's starting point (e.g. a regression-only run: a warm start).
+        return ModelSection(teacher=teacher, init=init, config=None, prior_noise_scale=scale)
     if not inline:
         raise RecipeError(
             f"{lines.where(path)}: give the architecture inline (denoiser/autoencoder/schedule/prediction)"
