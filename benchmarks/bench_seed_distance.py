@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tadsr_cli.train.datasets import list_images, read_image
+from tadsr_cli.pipeline.image_read import read_samples
+from tadsr_cli.train.datasets import list_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def main() -> None:
         for seed in args.seeds:
             engine = create_engine("torch", model, device="cpu", precision="fp32", steps=args.steps, seed=seed)
             up = Upscaler(engine, TileOptions(), seed=seed)
-            outs.append([up.upscale(read_image(f).astype(np.float32) / 255.0) for f in files])
+            outs.append([up.upscale(read_samples(f).astype(np.float32) / 255.0) for f in files])
         values = [psnr(a, b) for a, b in zip(*outs, strict=True)]
         report[name] = {"median_psnr_db": statistics.median(values), "per_image": dict(
             zip([f.stem for f in files], [round(v, 2) for v in values], strict=True))}

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tadsr_cli.train.datasets import read_image
+from tadsr_cli.pipeline.image_read import read_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = ROOT.parent / "shared" / "data" / "train-hr-extra" / "krank__level-23.jpg"
@@ -90,7 +90,7 @@ def main() -> None:
     from tadsr_cli.models.registry import resolve_model
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
-    photo = read_image(args.photo)
+    photo = read_samples(args.photo)
     photo = photo if photo.dtype == np.uint8 else (photo / 257).astype(np.uint8)
     gt = camera_frames(photo, args.frames, args.size)
     lq = [cv2.resize(f, (args.size // 4, args.size // 4), interpolation=cv2.INTER_AREA) for f in gt]

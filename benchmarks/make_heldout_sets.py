@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tadsr_cli.train.datasets import TRAIN_HR_EXTRA_HOLDOUT, TRAIN_HR_HOLDOUT, read_image
+from tadsr_cli.pipeline.image_read import read_samples
+from tadsr_cli.train.datasets import TRAIN_HR_EXTRA_HOLDOUT, TRAIN_HR_HOLDOUT
 from tadsr_cli.train.degradations import DegradationConfig, degrade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def main() -> None:
     bicubic = DegradationConfig.from_dict({"kind": "bicubic"})
     names = []
     for photo in heldout_photos(args.data):
-        img = read_image(photo)
+        img = read_samples(photo)
         img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img
         gt = centre_crop(img, args.size)
         stem = photo.stem

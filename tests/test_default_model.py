@@ -55,14 +55,14 @@ def test_default_model_beats_bicubic_on_the_20_heldout_photos(upscaler: Upscaler
     from make_heldout_sets import centre_crop, heldout_photos
 
     from tadsr_cli.eval.psnr_ssim import psnr as psnr_y
-    from tadsr_cli.train.datasets import read_image
+    from tadsr_cli.pipeline.image_read import read_samples
     from tadsr_cli.train.degradations import DegradationConfig, degrade
 
     metric = STLPIPSMetric("cpu")
     real = DegradationConfig.from_dict({"kind": "realesrgan"})
     model_d, bic_d, model_p, bic_p = [], [], [], []
     for photo in heldout_photos(SHARED_DATA):
-        gt = centre_crop(read_image(photo).astype(np.float32) / 255.0)
+        gt = centre_crop(read_samples(photo).astype(np.float32) / 255.0)
         lq = degrade(gt, np.random.default_rng(zlib.crc32(photo.stem.encode())), real)
         lq = np.round(np.clip(lq, 0, 1) * 255) / 255
         gt = np.round(gt * 255) / 255

@@ -30,7 +30,7 @@ from tadsr_cli.models.checkpoints import load_model_file, read_state_dict, save_
 from tadsr_cli.models.config import ModelConfig
 from tadsr_cli.models.presets import tiny_test_config, tiny_vq_test_config
 from tadsr_cli.models.sr_model import DiffusionSR
-from tadsr_cli.pipeline.image_io import read_image
+from tadsr_cli.pipeline.image_read import read_image
 from tests.test_batch import img, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

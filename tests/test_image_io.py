@@ -15,13 +15,8 @@ from PIL import Image, ImageCms, ImageOps
 
 from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import ConfigError, InputError, OutputError
-from tadsr_cli.pipeline.image_io import (
-    ImageOptions,
-    normalize_ext,
-    read_image,
-    upscale_image,
-    write_image,
-)
+from tadsr_cli.pipeline.image_io import ImageOptions, normalize_ext, upscale_image, write_image
+from tadsr_cli.pipeline.image_read import read_image, read_samples, to_float01
 from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
 
@@ -322,3 +317,48 @@ def test_atomic_write_path(tmp_path):
     assert dst.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
     write_image(tmp_path / "w.png", np.zeros((2, 2, 3), np.float32))
     assert Image.open(tmp_path / "w.png").size == (2, 2)
+
+
+# ---- the one reader for eval and training data ------------------------------------------------------------------
+def test_samples_are_the_file_values_exactly(tmp_path):
+    rng = np.random.default_rng(3)
+    deep = rng.integers(0, 65536, size=(9, 7, 3), dtype=np.uint16)
+    flat = rng.integers(0, 256, size=(9, 7, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(tmp_path / "deep.png"), deep[..., ::-1])
+    assert cv2.imwrite(str(tmp_path / "flat.png"), flat[..., ::-1])
+    got16, got8 = read_samples(tmp_path / "deep.png"), read_samples(tmp_path / "flat.png")
+    assert got16.dtype == np.uint16 and got8.dtype == np.uint8
+    np.testing.assert_array_equal(got16, deep)
+    np.testing.assert_array_equal(got8, flat)
+    # the float view is the reader's own conversion, bit for bit
+    np.testing.assert_array_equal(to_float01(got16), read_image(tmp_path / "deep.png").rgb)
+    np.testing.assert_array_equal(to_float01(got8), read_image(tmp_path / "flat.png").rgb)
+
+
+def test_eval_and_training_read_what_upscale_reads(tmp_path):
+    """An EXIF-rotated photo: eval's pairing and the training data see the rotated pixels, as `upscale` does."""
+    from tadsr_cli.eval.images import pair_folders
+    from tadsr_cli.train.datasets import ValidationSet
+
+    im = Image.fromarray(rgb8(8, 12))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    (tmp_path / "lq").mkdir()
+    src = tmp_path / "lq" / "r.jpg"
+    im.save(src, exif=exif.tobytes(), quality=100, subsampling=0)
+    shown = read_image(src)
+    assert (shown.height, shown.width) == (12, 8)
+    pairing = pair_folders(tmp_path / "lq", None)
+    np.testing.assert_array_equal(to_float01(read_samples(pairing.lq["r"])), shown.rgb)
+    item = ValidationSet([src], scale=4, gt_size=None, seed=0)[0]
+    assert tuple(item["gt"].shape) == (3, 12, 8)
+    np.testing.assert_allclose(item["gt"].permute(1, 2, 0).numpy(), shown.rgb * 2 - 1, atol=1e-6)
+
+
+def test_to_float01():
+    assert to_float01(np.array([[0, 255]], np.uint8)).tolist() == [[0.0, 1.0]]
+    assert to_float01(np.array([65535], np.uint16), np.float64).dtype == np.float64
+    half = np.full((2, 2), 0.5, np.float32)
+    assert to_float01(half) is half  # floats are taken as they are
+    with pytest.raises(InputError, match="int32"):
+        to_float01(np.zeros(3, np.int32))

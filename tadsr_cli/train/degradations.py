@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from tadsr_cli.base.errors import RecipeError
+from tadsr_cli.pipeline.image_read import to_float01
 from tadsr_cli.train.kernels import KERNEL_TYPES, random_mixed_kernel, sinc_kernel
 
 DEGRADATION_KINDS: tuple[str, ...] = ("realesrgan", "bicubic")
@@ -269,17 +270,6 @@ def _coerce(where: str, value: Any, default: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 # elementary operations (float32 HxWx3 RGB, nominally in [0, 1])
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def to_float01(img: np.ndarray) -> np.ndarray:
-    """uint8/uint16/float image -> contiguous float32 HxWx3 (values kept as they are for float input)."""
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {img.shape}")
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) * np.float32(1.0 / 255.0)
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) * np.float32(1.0 / 65535.0)
-    return np.ascontiguousarray(img, dtype=np.float32)
 
 
 def quantize(img: np.ndarray) -> np.ndarray:
