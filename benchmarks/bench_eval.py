@@ -101,6 +101,7 @@ def main() -> None:
     from tadsr_cli.base.devices import resolve_device
     from tadsr_cli.eval.report import write_report
     from tadsr_cli.eval.runner import EvalConfig, run_eval
+    from tadsr_cli.pipeline.settings import ModelSettings
 
     device = resolve_device(args.device)
     result: dict[str, object] = {
@@ -126,7 +127,7 @@ def main() -> None:
             models.append(str(save_model(DiffusionSR(tiny_test_config()), root / "tiny.safetensors")))
         cfg = EvalConfig(lq_dir=root / "lq", gt_dir=root / "gt", out_dir=root / "report", models=models,
                          steps=[1] if models else [], baselines=["bicubic", "lanczos"],
-                         sr_dirs=[("blurred-gt", root / "sr")], device=str(device))
+                         sr_dirs=[("blurred-gt", root / "sr")], engine=ModelSettings(device=str(device)))
         t0 = time.perf_counter()
         res = run_eval(cfg)
         t1 = time.perf_counter()

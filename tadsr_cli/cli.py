@@ -24,6 +24,7 @@ from tadsr_cli.pipeline.interrupts import graceful_interrupts, interrupted
 # Command modules, registered in this order (help lists them so).
 COMMAND_MODULES: tuple[str, ...] = (
     "upscale",
+    "batch",
     "models",
     "eval",
     "distill",

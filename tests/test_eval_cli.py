@@ -74,7 +74,7 @@ def test_eval_writes_all_report_files(paired: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     code, text = invoke([
         "eval", "--lq", str(paired / "lq"), "--gt", str(paired / "gt"), "--baseline", "bicubic",
-        "--sr", f"blur={paired / 'sr'}", "-o", str(out), "--device", "cpu",
+        "--sr", f"blur={paired / 'sr'}", "-o", str(out), "--device", "cpu", "--no-model",
     ])
     assert code == 0, text
     for name in ("report.json", "report.md", "figure.png"):
@@ -130,7 +130,7 @@ def test_size_mismatch_is_a_per_file_error(paired: Path, tmp_path: Path) -> None
     cv2.imwrite(str(sr / "b.png"), cv2.imread(str(paired / "gt" / "b.png")))
     out = tmp_path / "rep"
     code, text = invoke(["eval", "--lq", str(paired / "lq"), "--gt", str(paired / "gt"),
-                         "--sr", f"odd={sr}", "-o", str(out), "--device", "cpu", "--no-niqe"])
+                         "--sr", f"odd={sr}", "-o", str(out), "--device", "cpu", "--no-niqe", "--no-model"])
     assert code == 1
     rep = json.loads((out / "report.json").read_text())
     assert len(rep["errors"]) == 1
@@ -143,7 +143,7 @@ def test_size_mismatch_is_a_per_file_error(paired: Path, tmp_path: Path) -> None
 def test_no_ground_truth_reports_niqe_only(paired: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     code, text = invoke(["eval", "--lq", str(paired / "lq"), "--baseline", "bicubic,lanczos", "-o", str(out),
-                         "--limit", "2", "--figure-images", "1"])
+                         "--limit", "2", "--figure-images", "1", "--no-model"])
     assert code == 0, text
     rep = json.loads((out / "report.json").read_text())
     assert rep["images"] == ["a", "b"] and rep["unpaired"]["counts"]["left_out_by_limit"] == 2
@@ -189,7 +189,7 @@ def test_usage_errors_exit_2(paired: Path, tmp_path: Path) -> None:
     assert code == 2
     code, _ = invoke(["eval", "--lq", str(paired / "lq"), "--baseline", "nearest", "-o", str(tmp_path / "r")])
     assert code == 2
-    for args in (["eval", "--lq", str(paired / "lq"), "-o", str(tmp_path / "r")],  # nothing to evaluate
+    for args in (["eval", "--lq", str(paired / "lq"), "-o", str(tmp_path / "r"), "--no-model"],  # nothing to do
                  ["eval", "--lq", str(tmp_path / "missing"), "--baseline", "bicubic", "-o", str(tmp_path / "r")]):
         with pytest.raises(SystemExit) as exc:
             main(args)

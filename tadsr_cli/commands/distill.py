@@ -1,4 +1,4 @@
-"""`tadsr distill --recipe FILE [--set a.b=value ...] [--resume] [--out DIR]`: teacher training or TAD-SR
+"""`tadsr distill --recipe FILE [--set a.b=value ...] [--resume] [-o DIR]`: teacher training or TAD-SR
 distillation from a recipe; multi-process with `torchrun --nproc_per_node=N -m tadsr_cli distill ...`."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def distill(
         [], "--set", help="Override a recipe key: --set optim.g.lr=1e-4 (value parsed as YAML). Repeatable."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the recipe's, or runs/NAME)."),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="Output folder (default: the recipe's, or runs/NAME)."),
+    old_out: Path | None = typer.Option(None, "--out", hidden=True),  # the old spelling of --output
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (logs are still written)."),
     export_only: bool = typer.Option(
         False, "--export-only", help="Only write the EMA model of the newest checkpoint (e.g. of a running job)."
@@ -34,6 +36,7 @@ def distill(
     from tadsr_cli.train.recipe import load_recipe
 
     console = Console(stderr=True)
+    out = output if output is not None else old_out
     parsed = load_recipe(recipe, overrides)
     if export_only:
         from tadsr_cli.train.distill import export_checkpoint

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 from rich.table import Table
 
-from tadsr_cli.base.errors import CheckpointError, InputError
+from tadsr_cli.base.errors import CheckpointError, InputError, ModelNotFoundError
 from tadsr_cli.models import registry
 from tadsr_cli.pipeline.paths import check_input_file, check_output_file
 
@@ -23,26 +23,45 @@ def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
 
 
+def _status(entry: registry.RegistryEntry) -> str:
+    ready = registry.model_path(entry).is_file()
+    if entry.embedded_file:
+        return "embedded" if ready else "missing"
+    return "ready" if ready else "not pulled"
+
+
+def _short(description: str) -> str:
+    """The first clause of a registry description (the rest is shown by `tadsr models info NAME`)."""
+    for mark in (" (", ": ", ", "):
+        description = description.split(mark)[0] if mark != ": " else description.split(mark)[-1]
+    return description
+
+
 def list_models() -> None:
-    """Show the embedded default and the released checkpoints, with where they are."""
-    table = Table(title="tadsr models")
-    width = max(len(name) for name in registry.REGISTRY)
-    table.add_column("name", no_wrap=True, min_width=width)
-    table.add_column("steps", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("description", ratio=2)
-    table.add_column("source", ratio=1, overflow="fold")
-    for entry in registry.REGISTRY.values():
-        path = registry.model_path(entry)
-        if entry.embedded_file:
-            status = "embedded" if path.is_file() else "missing"
-            source = "package data"
-        else:
-            status = "ready" if path.is_file() else "not pulled"
-            source = entry.denoiser.filename if entry.denoiser else ""
-        table.add_row(entry.name, str(entry.steps), status, entry.description, source)
-    Console().print(table)
-    Console().print(f"cache: {registry.cache_dir()}  (set TADSR_HOME to move it)")
+    """Show the embedded default and the released checkpoints (details: `tadsr models info NAME`)."""
+    rows = [(entry.name + (" (default)" if entry.name == registry.DEFAULT_MODEL_NAME else ""), str(entry.steps),
+             _status(entry), _short(entry.description)) for entry in registry.REGISTRY.values()]
+    console = Console()
+    widths = [max(len(header), *(len(r[i]) for r in rows)) for i, header in enumerate(("name", "steps", "status"))]
+    # The first three columns are never shortened; the description gives way (3 = a column's padding + rule).
+    room = max(12, console.width - sum(widths) - 3 * len(widths) - 2)
+    table = Table(title="tadsr models", show_edge=False)
+    for header, width in zip(("name", "steps", "status"), widths, strict=True):
+        table.add_column(header, no_wrap=True, width=width)
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=room)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"details: tadsr models info NAME; cache: {registry.cache_dir()} (TADSR_HOME moves it)",
+                  highlight=False)
+
+
+def _offline_hint(name: str) -> str:
+    entry = registry.REGISTRY[name]
+    files = [f for f in (entry.denoiser, entry.autoencoder) if f is not None]
+    urls = " and ".join(f.url for f in files)
+    return (f"the download failed (offline?). On a machine with internet access fetch {urls}, put the files in "
+            f"one folder and run `tadsr models pull {name} --from FOLDER`")
 
 
 def pull_model(
@@ -50,21 +69,28 @@ def pull_model(
     from_dir: Path | None = typer.Option(
         None, "--from", help="Folder that already holds the released .pth files (offline machines)."
     ),
-    force: bool = typer.Option(False, "--force", help="Convert again even if the model file exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Convert again even if the model file exists."),
+    force: bool = typer.Option(False, "--force", hidden=True),  # the old spelling of --overwrite
 ) -> None:
     """Download (or take from --from) a released checkpoint, verify it, convert it to a model file."""
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        console=Console(stderr=True),
     ) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(filename: str, done: int, total: int | None) -> None:
             if filename not in tasks:
                 tasks[filename] = bar.add_task(filename, total=total)
             bar.update(tasks[filename], completed=done)
 
-        path = registry.pull(name, local_dir=from_dir, progress=progress, force=force)
-    Console().print(f"{name}: ready at {path}")
+        try:
+            path = registry.pull(name, local_dir=from_dir, progress=progress, force=overwrite or force)
+        except ModelNotFoundError as exc:
+            if from_dir is None and isinstance(exc.__cause__, OSError):  # network failure, not a missing file
+                raise ModelNotFoundError(f"{name}: {_offline_hint(name)} ({exc.__cause__})") from exc
+            raise
+    Console().print(f"{name}: ready at {path}", highlight=False)
 
 
 def convert_model(
@@ -94,11 +120,22 @@ def convert_model(
 
 
 def model_info(model: str = typer.Argument(..., help="Model name or file.")) -> None:
-    """Print a model file's embedded config and parameter counts."""
+    """A model's details: description, files and sources; once available, its embedded config and sha256."""
     from tadsr_cli.models.checkpoints import read_model_config, sha256_file
 
+    console = Console()
+    name = registry.DEFAULT_MODEL_NAME if model == registry.DEFAULT_ALIAS else model
+    entry = registry.REGISTRY.get(name)
+    if entry is not None:
+        console.print(f"name: {entry.name}\ndescription: {entry.description}\nsteps: {entry.steps}\n"
+                      f"status: {_status(entry)}", highlight=False)
+        for label, remote in (("denoiser", entry.denoiser), ("autoencoder", entry.autoencoder)):
+            if remote is not None:
+                console.print(f"{label}: {remote.url}", highlight=False)
+        if not registry.model_path(entry).is_file():
+            console.print(f"not pulled yet: tadsr models pull {entry.name}", highlight=False)
+            return
     path = registry.resolve_model_path(model)
     config = read_model_config(path)
-    console = Console()
-    console.print(f"file: {path}\nsha256: {sha256_file(path)}")
+    console.print(f"file: {path}\nsha256: {sha256_file(path)}", highlight=False)
     console.print_json(config.to_json())

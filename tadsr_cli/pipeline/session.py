@@ -1,0 +1,125 @@
+"""One upscaling session: checks the model early, builds its engine on first use, upscales image and video jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tadsr_cli.base.devices import resolve_device
+from tadsr_cli.base.errors import ConfigError, InputError
+from tadsr_cli.engines import create_engine
+from tadsr_cli.models import registry
+from tadsr_cli.models.checkpoints import read_model_config
+from tadsr_cli.pipeline import image_io
+from tadsr_cli.pipeline.batch import Job, video_extensions
+from tadsr_cli.pipeline.color_fix import ColorFixedUpscaler
+from tadsr_cli.pipeline.settings import ModelSettings, RunSettings, resolve_precision
+from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
+
+log = logging.getLogger(__name__)
+
+UnitProgress = Callable[[str], Callable[[int, int | None], None]]  # unit ("tile"/"frame") -> callback(done, total)
+
+
+def model_steps(settings: ModelSettings, model_path: Path) -> int:
+    """The sampling steps to run: `--steps`, else what the model is meant for; 1 or the model's T only."""
+    total = read_model_config(model_path).schedule.steps
+    steps = settings.steps if settings.steps is not None else (registry.default_steps(settings.model) or 1)
+    if steps not in (1, total):
+        raise ConfigError(f"--steps {steps}: use 1 (one-step) or {total} (this model's schedule)")
+    return steps
+
+
+def build_upscaler(settings: ModelSettings, tiles: TileOptions, model_path: Path, steps: int,
+                   color_fix: str = "none", model: Any = None) -> Any:
+    """Engine + tiles + noise field (+ colour fix) for `model_path`; `model`: an already loaded network."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    rank = int(local_rank) if local_rank is not None and local_rank.isdigit() else None
+    device = resolve_device(settings.device, local_rank=rank)  # torchrun: one GPU per process
+    precision = resolve_precision(settings.precision, device, settings.backend.lower(), steps)
+    if model is None:
+        model = registry.resolve_model(str(model_path))
+    opts: dict[str, Any] = {"seed": settings.seed}  # every backend accepts it (only torch's ancestral sampler uses it)
+    if settings.backend.lower() != "torch":
+        opts["model_path"] = model_path  # exported graphs/engines are cached next to the model file
+    if settings.backend.lower() == "tensorrt":
+        opts.update(tile=tiles.tile, batch=tiles.batch)  # the engine's optimisation profile
+    engine = create_engine(settings.backend, model, device=str(device), precision=precision, steps=steps,
+                           sampler=settings.sampler, **opts)
+    upscaler = Upscaler(engine, tiles, seed=settings.seed)
+    return upscaler if color_fix == "none" else ColorFixedUpscaler(upscaler, color_fix)
+
+
+class Session:
+    """Model header first (cheap: validates --model and --steps), the model and engine on first real work."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.upscaler: Any = None
+        self.model_path = registry.resolve_model_path(settings.model.model)
+        self.config = read_model_config(self.model_path)
+        self.steps = model_steps(settings.model, self.model_path)
+
+    @property
+    def scale(self) -> float:
+        outscale = self.settings.image.outscale
+        return outscale if outscale is not None else float(self.config.scale)
+
+    def prepare(self) -> None:
+        if self.upscaler is None:
+            s = self.settings
+            self.upscaler = build_upscaler(s.model, s.tiles, self.model_path, self.steps, s.color_fix)
+
+    def resume_key(self) -> str:
+        """What decides a video's pixels besides the video options; a run is resumed only when it matches."""
+        st = self.model_path.stat()
+        m = self.settings.model
+        return (f"{self.model_path.resolve()}:{st.st_size}:{st.st_mtime_ns}|{m.backend}|{m.precision}|{m.seed}|"
+                f"{self.steps}|{m.sampler}|{self.settings.tiles}|{self.settings.color_fix}")
+
+    def process(self, job: Job, progress: UnitProgress) -> dict[str, Any]:
+        if job.kind == "video":
+            video = video_module()
+            if video is None:
+                raise InputError(f"{job.src}: video support is not available in this installation")
+            # Resumable: an interrupted video continues from its last finished segment; --overwrite starts over.
+            options = video.VideoOptions(**self.settings.video, outscale=self.settings.image.outscale, resume=True,
+                                         restart=self.settings.output.overwrite, resume_key=self.resume_key())
+            rep = video.upscale_video(job.src, job.dst, self.upscaler, options, progress=progress("frame"))
+            return {"frames": rep.frames_out, "fps": rep.fps, "out_size": list(rep.out_size),
+                    "resumed_frames": rep.resumed_frames}
+        res = image_io.upscale_image(job.src, job.dst, self.upscaler, self.settings.image, progress=progress("tile"))
+        return {"out_size": list(res.out_size)}
+
+
+def video_module() -> Any:
+    """`pipeline.video`, or None in an installation without video support (PyAV missing)."""
+    try:
+        from tadsr_cli.pipeline import video
+    except ImportError:
+        return None
+    return video
+
+
+def looks_like_video(path: Path) -> bool:
+    """Content detection: a video (also a damaged one: the video reader then says what is wrong) or not.
+
+    An animated GIF is an image here (its first frame is upscaled, with a warning); an unreadable, missing or
+    special file is left to the image reader, which names the cause. Without the video module: by extension.
+    """
+    if not path.is_file():
+        return False
+    if video_module() is None:
+        return path.suffix.lower() in video_extensions()
+    from tadsr_cli.pipeline import video_probe
+
+    try:
+        head = video_probe.sniff(path)
+        if head == "image":
+            return False
+        return bool(head == "video" or video_probe.is_video(path) or path.suffix.lower() in video_extensions())
+    except Exception:  # detection must never crash the run; the image reader will say what is wrong
+        return False
