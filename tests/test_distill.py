@@ -370,3 +370,59 @@ def test_torchrun_two_processes(tmp_path, hr_folder):
     recs = _records(out)
     assert [r["step"] for r in recs] == [1, 2, 3]
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["step-00000002.pt", "step-00000003.pt"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prior temperature and warm start (the embedded default's stage 2)
+# ---------------------------------------------------------------------------------------------------------------
+def test_prior_noise_scale_scales_the_prior_and_travels_with_the_weights(tmp_path):
+    from tadsr_cli.models.checkpoints import load_model_file, save_model
+    from tadsr_cli.models.presets import tiny_test_config
+    from tadsr_cli.models.sr_model import DiffusionSR
+
+    torch.manual_seed(0)
+    model = DiffusionSR(tiny_test_config("x0")).eval()
+    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    noise = torch.randn(1, model.latent_channels, 16, 16)
+    with torch.no_grad():
+        full = model.one_step(lq, noise * 0.5)
+        model.config.prior_noise_scale = 0.5
+        cooler = model.one_step(lq, noise)
+        assert torch.allclose(full, cooler, atol=1e-6)
+        assert not torch.allclose(cooler, model.one_step(lq, noise * 0.9), atol=1e-3)
+    reloaded = load_model_file(save_model(model, tmp_path / "m.safetensors"))
+    assert reloaded.config.prior_noise_scale == 0.5
+
+
+def test_warm_started_student_uses_init_weights_and_the_recipe_temperature(tmp_path, hr_folder):
+    from tadsr_cli.models.checkpoints import load_model_file, save_model
+    from tadsr_cli.models.presets import tiny_test_config
+    from tadsr_cli.models.sr_model import DiffusionSR
+
+    torch.manual_seed(0)
+    teacher = DiffusionSR(tiny_test_config("residual"))
+    for p in teacher.denoiser.parameters():  # a non-trivial teacher (the residual model starts at zero output)
+        p.data.add_(torch.randn_like(p) * 0.02)
+    init = DiffusionSR(tiny_test_config("residual"))
+    init.load_state_dict(teacher.state_dict())
+    for p in init.denoiser.parameters():
+        p.data.add_(torch.randn_like(p) * 0.02)
+    teacher_file = save_model(teacher, tmp_path / "teacher.safetensors")
+    init_file = save_model(init, tmp_path / "init.safetensors")
+    text = SMOKE_TADSR.read_text().split("model:")[0] + (
+        f"model:\n  teacher: {teacher_file}\n  init: {init_file}\n  prior_noise_scale: 0.5\n"
+    ) + "data:" + SMOKE_TADSR.read_text().split("\ndata:", 1)[1]
+    recipe_file = tmp_path / "warm.yaml"
+    recipe_file.write_text(text)
+    recipe = load_recipe(recipe_file, _overrides(
+        hr_folder, "iterations=1", "optim.g.lr=1e-12", "loss.gan=0", "loss.hfsd=0", "validation.every=0",
+    ))
+    result = run_recipe(recipe, tmp_path / "run", console=_quiet(), progress=False)
+    student = load_model_file(result.model_path)
+    assert student.config.prior_noise_scale == 0.5
+    for key, value in init.denoiser.state_dict().items():  # lr ~0: still the init weights, not the teacher's
+        assert torch.allclose(value, student.denoiser.state_dict()[key], atol=1e-8), key
+    bad = recipe_file.read_text().replace("prior_noise_scale: 0.5", "prior_noise_scale: 9")
+    recipe_file.write_text(bad)
+    with pytest.raises(Exception, match="prior_noise_scale"):
+        load_recipe(recipe_file)
