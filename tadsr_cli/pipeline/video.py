@@ -171,45 +171,40 @@ class _Run:
             self.fail(exc)
 
     def encoder(self, chan: Channel, spec: EncoderSpec, work: WorkFolder, global_header: bool) -> None:
-        """Encode frames into segments of `segment_frames`; a full segment is committed once the next item shows
-        whether it is the last one (so the final segment is marked as such)."""
+        """Encode frames into segments of `segment_frames`, each by a fresh encoder.
+
+        A full segment is drained (the encoder's look-ahead: tens of frames) and committed by a helper thread while
+        this one starts the next segment, so the upscaler never waits for a drain. Segments commit in order.
+        """
         per = self.options.segment_frames
         cc: Any = None
         seg: SegmentWriter | None = None
+        closing: threading.Thread | None = None  # the previous segment's drain + commit
         try:
             while True:
                 item = chan.get()
-                if seg is not None and cc is None:  # a full segment waiting: commit it now
-                    work.done.append(seg.commit(final=item is END))
-                    seg = None
-                if item is END:
+                if item is END or item is _DRAINED:
                     break
-                if item is _DRAINED:  # the upscaler failed: keep what is whole, drop the partial segment
-                    if seg is not None and cc is None:
-                        work.done.append(seg.commit(final=False))
-                        seg = None
-                    return  # (the partial segment is removed below)
                 assert isinstance(item, Frame)
                 if seg is None:
                     cc = spec.open_standalone(global_header)
-                    seg = SegmentWriter(work.segment_path(item.index // per), item.index // per,
-                                        extradata_hash(cc))
+                    seg = SegmentWriter(work.segment_path(item.index // per), item.index // per, extradata_hash(cc))
                 for pkt in cc.encode(spec.make_frame(item.rgb, item.pts, item.duration)):
                     seg.write(pkt)
                 seg.add_frame(item.pts, item.duration)
                 if (item.index + 1) % per == 0:
-                    for pkt in cc.encode(None):
-                        seg.write(pkt)
-                    cc = None
-            if seg is not None and cc is not None:  # the last, partial segment
-                for pkt in cc.encode(None):
-                    seg.write(pkt)
-                work.done.append(seg.commit(final=True))
-                seg = None
+                    closing = self._close_later(cc, seg, work, closing)
+                    cc = seg = None
+            if item is END:
+                if seg is not None:  # the last, partial segment
+                    self._close(cc, seg, work, closing)
+                    cc = seg = None
+                elif closing is not None:
+                    closing.join()
+                if not self.errors:
+                    work.mark_complete()
         except Stopped:
-            if seg is not None and cc is None:  # flushed and whole: worth keeping for a resume
-                work.done.append(seg.commit(final=False))
-                seg = None
+            pass
         except av.FFmpegError as exc:
             self.fail(OutputError(f"{self.dst}: encoding failed ({exc})"))
         except OSError as exc:
@@ -217,8 +212,33 @@ class _Run:
         except BaseException as exc:  # noqa: BLE001 - forwarded to the caller's thread
             self.fail(exc)
         finally:
-            if seg is not None:
+            if seg is not None:  # a partial segment after a failure: nothing to resume from
                 seg.abort()
+            if closing is not None:
+                join_all(self.stop, closing)  # whole segments still drain and commit (kept for a resume)
+
+    def _close(self, cc: Any, seg: SegmentWriter, work: WorkFolder, previous: threading.Thread | None) -> None:
+        """Drain the encoder into the segment and commit it, after the previous segment (order is kept)."""
+        try:
+            for pkt in cc.encode(None):
+                seg.write(pkt)
+            if previous is not None:
+                previous.join()
+            if self.errors:
+                seg.abort()
+                return
+            work.done.append(seg.commit())
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the caller's thread
+            seg.abort()
+            self.fail(OutputError(f"{self.dst}: encoding failed ({exc})") if isinstance(exc, av.FFmpegError)
+                      else exc)
+
+    def _close_later(self, cc: Any, seg: SegmentWriter, work: WorkFolder,
+                     previous: threading.Thread | None) -> threading.Thread:
+        t = threading.Thread(target=self._close, args=(cc, seg, work, previous), name="tadsr-video-segment",
+                             daemon=True)
+        t.start()
+        return t
 
     def pump(self, frames: Iterator[av.VideoFrame], fmt: VideoFormat, spec: EncoderSpec, work: WorkFolder,
              global_header: bool, expected: int | None) -> None:

@@ -10,6 +10,7 @@ other settings (or for another source) is not reused. Layout:
 
     .NAME.tadsr-work/manifest.json
     .NAME.tadsr-work/seg-000000.pkts, seg-000001.pkts, ...
+    .NAME.tadsr-work/complete.json        (the encoder saw the end of the input: only the join is left)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _RECORD = struct.Struct("<qqqBI")  # pts, dts, duration, keyframe, size (then `s
 _TAIL = struct.Struct("<I8s")  # trailer length, magic
 _MAGIC = b"TADSRSG1"
 _NO_TS = -(2**63)  # a packet without a timestamp
+_COMPLETE = "complete.json"  # written once every frame is in a segment
 
 
 def work_dir_for(dst: Path) -> Path:
@@ -53,7 +55,6 @@ class SegmentInfo:
     extradata: str  # hash of the encoder's global header
     first_pts: int | None
     last_end: int | None
-    final: bool  # the last segment of the video
 
     @property
     def reorder_depth(self) -> int:
@@ -77,7 +78,7 @@ def read_info(path: Path, index: int) -> SegmentInfo:
             fh.seek(size - _TAIL.size - length)
             meta = json.loads(fh.read(length))
         return SegmentInfo(index, path, int(meta["frames"]), [int(p) for p in meta["pts"]], str(meta["extradata"]),
-                           meta["first_pts"], meta["last_end"], bool(meta["final"]))
+                           meta["first_pts"], meta["last_end"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OutputError(f"{path}: not a complete video segment ({exc})") from exc
 
@@ -119,16 +120,16 @@ class SegmentWriter:
         self._fh.write(data)
         self.pts.append(packet.pts if packet.pts is not None else (self.pts[-1] + 1 if self.pts else 0))
 
-    def commit(self, final: bool) -> SegmentInfo:
+    def commit(self) -> SegmentInfo:
         meta = {"frames": self.frames, "pts": self.pts, "extradata": self.extradata, "first_pts": self.first_pts,
-                "last_end": self.last_end, "final": final}
+                "last_end": self.last_end}
         raw = json.dumps(meta).encode()
         self._fh.write(raw)
         self._fh.write(_TAIL.pack(len(raw), _MAGIC))
         self._fh.close()
         self._ctx.__exit__(None, None, None)  # rename into place
         return SegmentInfo(self.index, self.path, self.frames, self.pts, self.extradata, self.first_pts,
-                           self.last_end, final)
+                           self.last_end)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
@@ -175,7 +176,13 @@ class WorkFolder:
 
     @property
     def complete(self) -> bool:
-        return bool(self.done) and self.done[-1].final
+        """Every frame of the video is in the segments (the encoder saw the end of the input)."""
+        marker = _read_manifest(self.path / _COMPLETE)
+        return bool(self.done) and marker is not None and marker.get("frames") == self.frames_done
+
+    def mark_complete(self) -> None:
+        with atomic_write_path(self.path / _COMPLETE) as tmp:
+            tmp.write_text(json.dumps({"frames": self.frames_done}), encoding="utf-8")
 
     def segment_path(self, index: int) -> Path:
         return self.path / f"seg-{index:06d}.pkts"
@@ -206,10 +213,8 @@ def _complete_prefix(folder: Path) -> list[SegmentInfo]:
         except OutputError:
             break
         done.append(info)
-        if info.final:
-            break
         index += 1
-    keep = {s.path.name for s in done} | {"manifest.json"}
+    keep = {s.path.name for s in done} | {"manifest.json", _COMPLETE}
     for stray in folder.iterdir():
         if stray.name not in keep:
             with contextlib.suppress(OSError):
