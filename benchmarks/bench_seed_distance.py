@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tadsr_cli.pipeline.image_read import read_samples
-from tadsr_cli.train.datasets import list_images
+from tadsr_cli.train.data_files import list_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 
 from tadsr_cli.pipeline.image_read import read_samples
-from tadsr_cli.train.datasets import TRAIN_HR_EXTRA_HOLDOUT, TRAIN_HR_HOLDOUT
-from tadsr_cli.train.degradations import DegradationConfig, degrade
+from tadsr_cli.train.data_files import TRAIN_HR_EXTRA_HOLDOUT, TRAIN_HR_HOLDOUT
+from tadsr_cli.train.degradation_config import DegradationConfig
+from tadsr_cli.train.degradations import degrade
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

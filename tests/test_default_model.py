@@ -56,7 +56,8 @@ def test_default_model_beats_bicubic_on_the_20_heldout_photos(upscaler: Upscaler
 
     from tadsr_cli.eval.psnr_ssim import psnr as psnr_y
     from tadsr_cli.pipeline.image_read import read_samples
-    from tadsr_cli.train.degradations import DegradationConfig, degrade
+    from tadsr_cli.train.degradation_config import DegradationConfig
+    from tadsr_cli.train.degradations import degrade
 
     metric = STLPIPSMetric("cpu")
     real = DegradationConfig.from_dict({"kind": "realesrgan"})

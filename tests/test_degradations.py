@@ -14,23 +14,11 @@ from torch.utils.data import DataLoader
 
 from tadsr_cli.base.errors import RecipeError, TrainingError
 from tadsr_cli.train import kernels as K
-from tadsr_cli.train.datasets import (
-    TRAIN_HR_HOLDOUT,
-    HRFolderDataset,
-    PairedFolderDataset,
-    ValidationSet,
-    list_images,
-    split_holdout,
-    worker_init_fn,
-)
-from tadsr_cli.train.degradations import (
-    DegradationConfig,
-    bicubic_downscale,
-    degrade,
-    filter_image,
-    jpeg_compress,
-    quantize,
-)
+from tadsr_cli.train.data_files import TRAIN_HR_HOLDOUT, list_images, split_holdout
+from tadsr_cli.train.datasets import HRFolderDataset, PairedFolderDataset, ValidationSet, worker_init_fn
+from tadsr_cli.train.degradation_config import DegradationConfig
+from tadsr_cli.train.degradations import degrade
+from tadsr_cli.train.image_ops import bicubic_downscale, filter_image, jpeg_compress, quantize
 
 TRAIN_HR = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-hr"
 

@@ -23,45 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from tadsr_cli.base.errors import TrainingError
 from tadsr_cli.pipeline.image_read import IMAGE_EXTENSIONS, read_samples, to_float01
-from tadsr_cli.train.degradations import DegradationConfig, degrade
-
-# Hold-out split of ``../shared/data/train-hr`` (26 photos): ``split_holdout(sorted names, 4, seed=None)``, i.e.
-# sorted names (Python's order: upper case first) at positions 3, 9, 16, 22, every ~6.5th, so the validation
-# images are spread over the set.
-TRAIN_HR_HOLDOUT: tuple[str, ...] = (
-    "Dragonfly_by_Bolly.jpg",
-    "Picture_0B_by_freespace.jpg",
-    "YellowFlower.jpg",
-    "life_by_Aitzol_Berasategi.jpg",
-)
-
-# Hold-out split of ``../shared/data/train-hr-extra`` (362 photos): the sorted names at positions 11, 34, 57, ...
-# (every 23rd, ``sorted(names)[11::23]``), so the 16 whole photos spread over its packages in proportion
-# (budgie, endless-sky, kphotoalbum, krank, lifeograph, palapeli). Never trained on; the embedded models' numbers
-# are measured on them and on TRAIN_HR_HOLDOUT (benchmarks/make_heldout_sets.py).
-TRAIN_HR_EXTRA_HOLDOUT: tuple[str, ...] = (
-    "budgie-backgrounds__roman-colosseum.jpg",
-    "endless-sky-high-dpi__beach6@2x.jpg",
-    "endless-sky-high-dpi__canyon5@2x.jpg",
-    "endless-sky-high-dpi__desert1@2x.jpg",
-    "endless-sky-high-dpi__fields13-sfiera@2x.jpg",
-    "endless-sky-high-dpi__hills1@2x.jpg",
-    "endless-sky-high-dpi__mountain10-sfiera@2x.jpg",
-    "endless-sky-high-dpi__mountain9@2x.jpg",
-    "endless-sky-high-dpi__sea14-sfiera@2x.jpg",
-    "endless-sky-high-dpi__snow11-sfiera@2x.jpg",
-    "endless-sky-high-dpi__valley10-sfiera@2x.jpg",
-    "kphotoalbum__bar55.jpg",
-    "krank__bonus-01.jpg",
-    "krank__level-23.jpg",
-    "lifeograph__sands.jpg",
-    "palapeli-data__cincinnati-bridge.jpg",
-)
+from tadsr_cli.train.crops import center_crop, pad_to_min, random_augment, random_crop, to_tensor
+from tadsr_cli.train.data_files import check_readable, is_excluded, list_images
+from tadsr_cli.train.degradation_config import DegradationConfig
+from tadsr_cli.train.degradations import degrade
 
 # stream tags keep the generators of different purposes independent for the same user seed
 _STREAM_ITEM = 0x5EED_0001
@@ -70,145 +39,10 @@ _STREAM_VAL = 0x5EED_0003
 _STREAM_PAIRED = 0x5EED_0004
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# files and images
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
-    """Image files under ``root`` (by extension, case-insensitive; hidden files skipped), sorted by relative path."""
-    root = Path(root)
-    if not root.exists():
-        raise TrainingError(f"data folder {root} does not exist")
-    if not root.is_dir():
-        raise TrainingError(f"data path {root} is not a folder")
-    pattern = root.rglob("*") if recursive else root.glob("*")
-    files = [
-        p
-        for p in pattern
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _probe(path: Path) -> str | None:
-    """None if the file looks like a readable image (header only: the reader decodes with Pillow), else the reason."""
-    try:
-        with Image.open(path) as pil:
-            w, h = pil.size
-    except Exception as exc:  # noqa: BLE001 - any header failure means "not a readable image"
-        return f"cannot decode image file {path}: {exc}"
-    return "empty image" if w < 1 or h < 1 else None
-
-
-def _check_files(files: Sequence[Path], where: str) -> None:
-    bad = [(p, why) for p in files if (why := _probe(p)) is not None]
-    if bad:
-        shown = "; ".join(f"{p.name}: {why}" for p, why in bad[:5])
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise TrainingError(f"{where}: {len(bad)} unreadable image file(s): {shown}{more}")
-
-
-def _excluded(path: Path, root: Path | None, exclude: set[str]) -> bool:
-    if not exclude:
-        return False
-    keys = {path.name, path.stem, str(path)}
-    if root is not None:
-        keys.add(path.relative_to(root).as_posix())
-    return bool(keys & exclude)
-
-
-def split_holdout(
-    files: Sequence[str | Path], n_holdout: int = 4, seed: int | None = None
-) -> tuple[list[Any], list[Any]]:
-    """Deterministic train/validation split spread over the sorted names: ``(train, holdout)``.
-
-    Sorted by file name, then positions ``floor(offset + k * len/n)`` for ``k < n``; the offset is ``len/(2n)``
-    when ``seed`` is None (centred) and drawn from ``seed`` otherwise. The inputs are returned unchanged (same types).
-    """
-    items = sorted(files, key=lambda f: (Path(f).name, str(f)))
-    if n_holdout <= 0:
-        return list(items), []
-    if n_holdout >= len(items):
-        raise TrainingError(f"cannot hold out {n_holdout} of {len(items)} images and keep any for training")
-    stride = len(items) / n_holdout
-    if seed is None:
-        offset = int(stride // 2)
-    else:
-        offset = int(
-            np.random.default_rng(np.random.SeedSequence([seed % 2**63, _STREAM_VAL])).integers(
-                0, int(stride)
-            )
-        )
-    picks = {int(offset + k * stride) for k in range(n_holdout)}
-    holdout = [f for i, f in enumerate(items) if i in picks]
-    train = [f for i, f in enumerate(items) if i not in picks]
-    return train, holdout
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# crops, augmentation, tensors
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def item_seed(*words: int) -> int:
     """A 63-bit seed from integer words (a `numpy.random.SeedSequence` hash)."""
     ss = np.random.SeedSequence([int(w) % 2**63 for w in words])
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def pad_to_min(img: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
-    """Reflect-pad (bottom/right) so the image is at least ``size_h x size_w`` (repeats for tiny images)."""
-    h, w = img.shape[:2]
-    ph, pw = max(0, size_h - h), max(0, size_w - w)
-    if ph == 0 and pw == 0:
-        return img
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
-
-
-def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    img = pad_to_min(img, size, size)
-    h, w = img.shape[:2]
-    y = int(rng.integers(0, h - size + 1))
-    x = int(rng.integers(0, w - size + 1))
-    return img[y : y + size, x : x + size]
-
-
-def center_crop(img: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
-    img = pad_to_min(img, size_h, size_w)
-    h, w = img.shape[:2]
-    y, x = (h - size_h) // 2, (w - size_w) // 2
-    return img[y : y + size_h, x : x + size_w]
-
-
-def random_augment(
-    imgs: Sequence[np.ndarray], rng: np.random.Generator, hflip: bool = True, rot: bool = True
-) -> list[np.ndarray]:
-    """The same random flips (and 90-degree rotations via transpose) applied to every image of ``imgs``."""
-    do_h = hflip and rng.uniform() < 0.5
-    do_v = rot and rng.uniform() < 0.5
-    do_t = rot and rng.uniform() < 0.5
-    out = []
-    for img in imgs:
-        if do_h:
-            img = img[:, ::-1]
-        if do_v:
-            img = img[::-1]
-        if do_t:
-            img = img.transpose(1, 0, 2)
-        out.append(np.ascontiguousarray(img))
-    return out
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 (uint8, or float in [0, 1]) -> float32 tensor 3xHxW in [-1, 1]."""
-    arr = to_float01(img).transpose(2, 0, 1) * np.float32(2.0) - np.float32(
-        1.0
-    )  # numpy: no torch thread pool
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
 class _ImageCache:
@@ -310,7 +144,7 @@ class HRFolderDataset(_EpochMixin, Dataset):
             self.root = None
             files = [Path(f) for f in root]
             where = "data file list"
-        files = [f for f in files if not _excluded(f, self.root, excl)]
+        files = [f for f in files if not is_excluded(f, self.root, excl)]
         if not files:
             raise TrainingError(
                 f"{where} has no usable images (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}"
@@ -318,7 +152,7 @@ class HRFolderDataset(_EpochMixin, Dataset):
                 + ")"
             )
         if check_files:
-            _check_files(files, where)
+            check_readable(files, where)
         self.files: list[Path] = files
         if length is not None and length < 1:
             raise TrainingError(f"dataset length must be positive, got {length}")
@@ -392,7 +226,7 @@ class PairedFolderDataset(_EpochMixin, Dataset):
         def by_stem(root: Path) -> dict[str, Path]:
             out: dict[str, Path] = {}
             for p in list_images(root, recursive=recursive):
-                if _excluded(p, root, excl):
+                if is_excluded(p, root, excl):
                     continue
                 key = p.relative_to(root).with_suffix("").as_posix()
                 if key in out:
@@ -413,7 +247,7 @@ class PairedFolderDataset(_EpochMixin, Dataset):
         self.pairs: list[tuple[Path, Path]] = [(lq[k], gt[k]) for k in keys]
         self.names = keys
         if check_files:
-            _check_files(
+            check_readable(
                 [p for pair in self.pairs for p in pair], f"paired folders {self.lq_dir}, {self.gt_dir}"
             )
         if length is not None and length < 1:
@@ -486,7 +320,7 @@ class ValidationSet(Dataset):
         if not files:
             raise TrainingError(f"{where} has no images")
         if check_files:
-            _check_files(files, where)
+            check_readable(files, where)
         self.files = files
         self._items: dict[int, dict[str, Any]] = {}
 

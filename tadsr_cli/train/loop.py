@@ -872,7 +872,8 @@ def _hr_folders(recipe: Recipe) -> list[Path]:
 
 def split_train_files(recipe: Recipe) -> tuple[list[Path], list[Path]]:
     """HR training files (exclude list applied) and the held-out files (`data.holdout`), for `hr` data."""
-    from tadsr_cli.train.datasets import _excluded, list_images, split_holdout
+    from tadsr_cli.train.data_files import is_excluded as _excluded
+    from tadsr_cli.train.data_files import list_images, split_holdout
 
     excl = {str(e) for e in recipe.data.exclude}
     files: list[Path] = []
@@ -919,7 +920,8 @@ def build_train_dataset(recipe: Recipe, scale: int, micro: int, world: int) -> A
 def build_validation_set(recipe: Recipe, scale: int, lq_multiple: int) -> Any | None:
     """Fixed validation pairs: `validation.files` of `validation.folder` (default: the HR folder), all images of
     `validation.folder`, or the `data.holdout` files; None when there is nothing to validate on."""
-    from tadsr_cli.train.datasets import ValidationSet, list_images
+    from tadsr_cli.train.data_files import list_images
+    from tadsr_cli.train.datasets import ValidationSet
 
     v = recipe.validation
     if v.n_images == 0:

@@ -195,7 +195,7 @@ class Recipe:
         return _plain(self.raw)
 
     def degradation_config(self) -> Any:
-        from tadsr_cli.train.degradations import DegradationConfig
+        from tadsr_cli.train.degradation_config import DegradationConfig
 
         return DegradationConfig.from_dict(self.degradation)
 
@@ -417,7 +417,7 @@ def _parse_model(data: Any, path: Path_, lines: _Lines, kind: str) -> ModelSecti
 
 
 def _check_degradation(data: Any, path: Path_, lines: _Lines) -> None:
-    from tadsr_cli.train.degradations import DegradationConfig
+    from tadsr_cli.train.degradation_config import DegradationConfig
 
     try:
         DegradationConfig.from_dict(data, where="degradation")
