@@ -221,3 +221,21 @@ def test_tests_import_the_project_plainly():
                  if "importorskip(" in line and ("tadsr_cli" in line or "\"engines" in line)
                  and path.name != Path(__file__).name]
     assert offenders == []
+
+
+# Modules still over the limit, for their owners to split; each entry must still be over it.
+KNOWN_OVERSIZE = {"tadsr_cli.train.loop", "tadsr_cli.train.recipe"}
+MAX_LINES = 500
+
+
+def test_modules_are_small_and_say_their_job():
+    too_big, no_doc = set(), []
+    for name, path in MODULES.items():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_LINES:
+            too_big.add(name)
+        if text.strip() and ast.get_docstring(ast.parse(text)) is None and not name.endswith("__main__"):
+            no_doc.append(name)
+    assert too_big - KNOWN_OVERSIZE == set(), f"modules over {MAX_LINES} lines: {sorted(too_big - KNOWN_OVERSIZE)}"
+    assert KNOWN_OVERSIZE <= too_big, f"now small enough, remove from KNOWN_OVERSIZE: {sorted(KNOWN_OVERSIZE - too_big)}"
+    assert no_doc == [], f"modules whose first line does not say their job: {no_doc}"
