@@ -129,12 +129,39 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, model_file
                               "--tile-overlap", "4"], capsys)
     assert code == 0 and out == "", err
     lines = err.splitlines()
-    assert any(line.startswith("[1/2] a.png: tile ") and "tiles/s" in line and "ETA" in line for line in lines), err
     done = [line for line in lines if line.startswith("done [")]
     assert done[0].startswith("done [1/2]") and "run ETA" in done[0] and done[1].startswith("done [2/2]")
     assert "\x1b[" not in err  # no terminal control codes in a log
     code, out, _ = run_cli(["upscale", str(a), "--model", str(model_file), "--json", "--overwrite"], capsys)
     assert code == 0 and json.loads(out.splitlines()[-1])["event"] == "summary"
+
+
+def test_reporter_prints_throttled_lines_off_a_terminal(tmp_path, monkeypatch):
+    from tadsr_cli.pipeline.batch import Job
+
+    buf = io.StringIO()
+    reporter = progress.Reporter("auto", console=Console(file=buf, width=80))
+    assert reporter.mode == "lines"
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)
+    with reporter:
+        reporter.begin(3)
+        reporter.file_start(Job(tmp_path / "clip.mp4", tmp_path / "clip_x4.mp4", "video"), 1, 3)
+        tick = reporter.unit_callback("frame")
+        for done in (0, 30, 60, 90):
+            tick(done, 90)
+    lines = buf.getvalue().splitlines()
+    assert lines == ["[2/3] clip.mp4: frame 30/90 (33%), " + lines[0].split(", ", 1)[1],
+                     lines[1]] and lines[1].startswith("[2/3] clip.mp4: frame 60/90 (66%)"), lines
+    assert " fps, ETA " in lines[0]  # neither the first (0) nor the last (90/90) count gets a line
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 3600.0)
+    buf.truncate(0)
+    buf.seek(0)
+    with reporter:
+        reporter.file_start(Job(tmp_path / "a.png", tmp_path / "b.png"), 0, 3)
+        tick = reporter.unit_callback("tile")
+        for done in range(5):
+            tick(done, 4)
+    assert buf.getvalue() == ""  # a short file: no progress line at all
 
 
 def test_task_progress_lines_for_eval():

@@ -18,7 +18,7 @@ import typer
 
 from tadsr_cli.base.errors import ConfigError
 from tadsr_cli.pipeline.batch import DEFAULT_NAME
-from tadsr_cli.pipeline.color_fix import COLOR_FIXES
+from tadsr_cli.pipeline.color_fix import COLOR_FIXES, DEFAULT_COLOR_FIX
 from tadsr_cli.pipeline.image_io import ImageOptions
 from tadsr_cli.pipeline.image_read import DEFAULT_MAX_PIXELS
 from tadsr_cli.pipeline.settings import (
@@ -30,8 +30,6 @@ from tadsr_cli.pipeline.settings import (
     RunSettings,
 )
 from tadsr_cli.pipeline.upscaler import TileOptions
-
-DEFAULT_COLOR_FIX = "none"
 
 
 @dataclass(frozen=True)

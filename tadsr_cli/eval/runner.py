@@ -30,6 +30,7 @@ from tadsr_cli.eval.baselines import BASELINE_NOTES, BASELINES, baseline_upscale
 from tadsr_cli.eval.metric_suite import METRICS, MetricSuite
 from tadsr_cli.eval.records import ImageRecord, collect_versions
 from tadsr_cli.eval.timing import Stopwatch, Throughput
+from tadsr_cli.pipeline.color_fix import DEFAULT_COLOR_FIX
 from tadsr_cli.pipeline.image_read import read_samples, to_float01
 from tadsr_cli.pipeline.session import build_upscaler
 from tadsr_cli.pipeline.settings import ModelSettings
@@ -53,7 +54,7 @@ class EvalConfig:
     # how models run, as in `tadsr upscale` (its `model` and `steps` are unused here: see `models` / `steps`)
     engine: ModelSettings = field(default_factory=ModelSettings)
     tiles: TileOptions = field(default_factory=TileOptions)
-    color_fix: str = "none"
+    color_fix: str = DEFAULT_COLOR_FIX
     limit: int | None = None
     scale: int = 4
     crop_border: int | None = None  # None: = scale

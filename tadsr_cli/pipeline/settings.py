@@ -14,7 +14,7 @@ import torch
 
 from tadsr_cli.base.errors import ConfigError
 from tadsr_cli.pipeline.batch import DEFAULT_NAME, check_template, video_extensions
-from tadsr_cli.pipeline.color_fix import COLOR_FIXES
+from tadsr_cli.pipeline.color_fix import COLOR_FIXES, DEFAULT_COLOR_FIX
 from tadsr_cli.pipeline.image_io import ImageOptions, normalize_ext
 from tadsr_cli.pipeline.upscaler import TileOptions
 
@@ -100,7 +100,7 @@ class RunSettings:
     image: ImageOptions = field(default_factory=ImageOptions)
     video: dict[str, Any] = field(default_factory=dict)  # `pipeline.video.VideoOptions` fields
     output: OutputSettings = field(default_factory=OutputSettings)
-    color_fix: str = "none"
+    color_fix: str = DEFAULT_COLOR_FIX
     progress: str = "auto"
 
     def validate(self) -> RunSettings:
