@@ -6,8 +6,11 @@ The upscaler is the real pipeline `Upscaler` over the torch engine with the tiny
 (`tiny_test_config`), unless it cannot be imported or `--standin` is given: then a cv2 bicubic stand-in is used and
 the JSON says so. "upscaler_only_fps" times `upscaler.upscale` on frames already decoded in memory;
 "video_fps" times `upscale_video` (prescan + decode + upscale + encode + remux, H.264 CRF 18 preset medium);
-"overhead" = 1 - video_fps / upscaler_only_fps is what the video pipeline costs on top of the model.
-A cv2 stand-in run is always included to show the pipeline's own ceiling.
+"overhead" = 1 - video_fps / upscaler_only_fps is what the video pipeline costs on top of the model ("ratio" is
+video_fps / upscaler_only_fps). A cv2 stand-in run is always included to show the pipeline's own ceiling, and
+"serial_fps" is what decode + model + encode would give one after the other (1 / (1/model + 1/pipeline)): a
+video_fps above it means the stages overlap. On a machine with few cores the stages also share the CPU (x264
+runs its own threads), so the ratio is bounded by CPU time there, not by the overlap.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ class CubicStandIn:
     def upscale(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
         return np.clip(cv2.resize(rgb, (w * 4, h * 4), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+class OffloadedStandIn(CubicStandIn):
+    """A network that runs elsewhere (a GPU) for `seconds` per frame and leaves the CPU and the GIL free meanwhile:
+    shows how much of decoding and encoding hides behind the network, whatever else loads the CPU."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def upscale(self, rgb: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds)
+        return super().upscale(rgb)
 
 
 def make_clip(path: Path, n: int) -> None:
@@ -127,7 +142,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tile", type=int, default=0, help="LQ tile size for the Upscaler (0 = whole frame)")
-    ap.add_argument("--standin", action="store_true", help="only the cv2 stand-in")
+    ap.add_argument("--standin", action="store_true", help="only the stand-ins (no torch model)")
+    ap.add_argument("--offload-s", type=float, default=1 / 3.15,
+                    help="seconds per frame of the off-CPU stand-in (default: the model's 3.15 fps)")
     args = ap.parse_args()
 
     result: dict[str, Any] = {
@@ -139,20 +156,29 @@ def main() -> None:
         make_clip(src, args.frames)
         frames = decoded_frames(src)
 
-        runs: list[tuple[str, Any, str]] = [("standin", CubicStandIn(), "cv2 bicubic stand-in")]
+        runs: list[tuple[str, Any, str]] = [
+            ("offloaded", OffloadedStandIn(args.offload_s), f"off-CPU network stand-in, {args.offload_s:.3f} s/frame"),
+            ("standin", CubicStandIn(), "cv2 bicubic stand-in"),
+        ]
         if not args.standin:
             up, desc = build_upscaler(args.device, args.tile)
             runs.insert(0, ("model", up, desc))
-        for key, up, desc in runs:
+        for key, up, desc in reversed(runs):  # the stand-in first: its video fps is the pipeline's ceiling
             only = upscaler_only_fps(up, frames)
             vid = video_run(up, src, Path(tmp) / f"out_{key}.mp4")
             result[key] = {
                 "upscaler": desc,
                 "upscaler_only_fps": round(only, 3),
                 "video_fps": vid["fps"],
+                "ratio": round(vid["fps"] / only, 3) if only > 0 else None,
                 "overhead": round(1.0 - vid["fps"] / only, 3) if only > 0 else None,
                 "video": vid,
             }
+        for key in ("model", "offloaded"):
+            if key in result and result["standin"]["video_fps"] > 0:
+                model_s = 1 / result[key]["upscaler_only_fps"]
+                pipe_s = 1 / result["standin"]["video_fps"]
+                result[key]["serial_fps"] = round(1 / (model_s + pipe_s), 3)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result, indent=2))
 
