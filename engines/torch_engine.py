@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -11,6 +14,7 @@ from tadsr_cli.base.devices import resolve_device
 from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
 from tadsr_cli.base.oom import is_out_of_memory
 from tadsr_cli.engines.base import NonFiniteTiles
+from tadsr_cli.models.tile_norm import TileNormState, norm_state, whole_image_norms
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLERS = ("deterministic", "ancestral")
@@ -60,6 +64,9 @@ class TorchEngine:
         # one-step bf16 on CPU: the cast-once fast path (engines.fast_cpu), built on first use
         self.fast_path = bool(fast_path and self.device.type == "cpu" and precision == "bf16" and self.steps == 1)
         self._fast: Any = None
+        self._swap_lock = threading.Lock()  # whole_image_norms: swapped once for all lockstep threads
+        self._swap_depth = 0
+        self._swap_stack: contextlib.ExitStack | None = None
 
     def __repr__(self) -> str:
         return (f"TorchEngine(device={self.device}, precision={self.precision}, steps={self.steps}, "
@@ -96,34 +103,75 @@ class TorchEngine:
     def _finite(z: Tensor, img: Tensor) -> Tensor:
         return torch.isfinite(z).flatten(1).all(1) & torch.isfinite(img).flatten(1).all(1)
 
-    def run(self, lq: Tensor, noise: Tensor) -> Tensor:
+    def _check_inputs(self, lq: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         if lq.ndim != 4 or lq.shape[1] != 3:
             raise ValueError(f"lq must be [B, 3, h, w], got {tuple(lq.shape)}")
         if noise.shape[0] != lq.shape[0] or noise.shape[1] != self.latent_channels or noise.shape[2:] != lq.shape[2:]:
             raise ValueError(
                 f"noise must be [B, {self.latent_channels}, h, w] matching lq {tuple(lq.shape)}, got {tuple(noise.shape)}"
             )
-        lq = lq.to(self.device, torch.float32)
-        noise = noise.to(self.device, torch.float32)
+        return lq.to(self.device, torch.float32), noise.to(self.device, torch.float32)
+
+    @contextlib.contextmanager
+    def whole_image_norms(self) -> Iterator[None]:
+        """GroupNorms of the model (and of its reduced-precision copy) follow the calling thread's `norm_state`
+        for the block. Re-entrant and shared by threads: the modules are swapped by the first to enter."""
+        with self._swap_lock:
+            if self._swap_depth == 0:
+                if self.fast_path:
+                    self._fast_forward()  # build the copy first: copying a model mid-swap would copy the swap
+                stack = contextlib.ExitStack()
+                for root in [self.model] + ([self._fast.model] if self._fast is not None else []):
+                    stack.enter_context(whole_image_norms(root))
+                self._swap_stack = stack
+            self._swap_depth += 1
+        try:
+            yield
+        finally:
+            with self._swap_lock:
+                self._swap_depth -= 1
+                if self._swap_depth == 0 and self._swap_stack is not None:
+                    self._swap_stack.close()
+                    self._swap_stack = None
+
+    def _norms(self, state: TileNormState | None) -> contextlib.AbstractContextManager[Any]:
+        if state is None:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.whole_image_norms())
+        stack.enter_context(norm_state(state))
+        return stack
+
+    def run(self, lq: Tensor, noise: Tensor, norms: TileNormState | None = None) -> Tensor:
+        """`norms`: how the GroupNorms get their statistics (`tadsr_cli.models.tile_norm`: lockstep exchange with
+        the other tiles of the image, or replayed statistics); None = ordinary norms."""
+        lq, noise = self._check_inputs(lq, noise)
         reduced = self.precision != "fp32"
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._norms(norms):
                 z, img = self._forward(lq, noise, reduced)
-                ok = self._finite(z, img)
-                if not bool(ok.all()):
-                    bad = (~ok).nonzero().flatten()
-                    self._nonfinite.found(self.precision, len(bad))
+            ok = self._finite(z, img)
+            if not bool(ok.all()):
+                bad = (~ok).nonzero().flatten()
+                self._nonfinite.found(self.precision, len(bad))
+                # Recompute the bad tiles in fp32 with the norm statistics the batch used (a lockstep
+                # exchange cannot be repeated by one tile alone).
+                replay = None if norms is None else TileNormState(stats=norms.replay_stats())
+                with torch.inference_mode(), self._norms(replay):
                     z32, img32 = self._forward(lq[bad], noise[bad], reduced=False)
-                    if not bool(self._finite(z32, img32).all()):
-                        raise self._nonfinite.still_bad()
-                    img = img.float().clone()
-                    img[bad] = img32.float()
-                return img.float().contiguous().cpu()
+                if not bool(self._finite(z32, img32).all()):
+                    raise self._nonfinite.still_bad()
+                img = img.float().clone()
+                img[bad] = img32.float()
+            return img.float().contiguous().cpu()
         except Exception as exc:
             if is_out_of_memory(exc) and self.device.type == "cuda":
                 torch.cuda.empty_cache()
             raise
 
+    def lockstep_engine(self) -> TorchEngine:
+        """The engine that runs tiles with whole-image norms (`tadsr_cli.pipeline.lockstep`): this one."""
+        return self
 
 def create(model: Any, *, device: str = "auto", precision: str = "fp32", steps: int = 1,
            sampler: str = "deterministic", **opts: Any) -> TorchEngine:

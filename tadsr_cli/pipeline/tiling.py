@@ -10,6 +10,10 @@ across the overlap with the neighbouring tile (raised-cosine `sin^2` or a trunca
 sides that touch the image border. Both ramps of a pair are mirror images over the same pixels, so they add up to
 1 (a partition of unity): no hard crops, no flat averages. Because the tiles form a grid, the sum of all weights
 is also separable (`Wy(y) * Wx(x)`), so the accumulator needs only the weighted sum plus two 1-D weight arrays.
+
+Ownership: the tiles also partition the padded image into *owned* rectangles (each overlap split at its middle),
+so that whole-image statistics can be summed over tiles with every pixel counted once
+(`tadsr_cli.models.tile_norm`).
 """
 
 from __future__ import annotations
@@ -103,6 +107,13 @@ def axis_weights(starts: list[int], tile: int, length: int, scale: int, blend: B
     return out
 
 
+def axis_owned(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
+    """Per tile along one axis, the `[lo, hi)` it owns: neighbours split their overlap at its middle."""
+    ends = [s + min(tile, length - s) for s in starts]
+    cuts = [(starts[i + 1] + ends[i]) // 2 for i in range(len(starts) - 1)]
+    return list(zip([0, *cuts], [*cuts, length], strict=True))
+
+
 @dataclass(frozen=True)
 class Tile:
     y: int  # LQ position in the padded image
@@ -111,6 +122,8 @@ class Tile:
     w: int
     row: int  # index of the tile row / column in the grid
     col: int
+    own_y: tuple[int, int] = (0, 0)  # owned rows / columns [lo, hi), in padded-image LQ pixels
+    own_x: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -146,11 +159,17 @@ class TileGrid:
             wsum_y[s * scale:s * scale + len(w)] += w
         for s, w in zip(xs, wx, strict=True):
             wsum_x[s * scale:s * scale + len(w)] += w
+        own_y, own_x = axis_owned(ys, th, height), axis_owned(xs, tw, width)
         tiles = [
-            Tile(y=y, x=x, h=min(th, height - y), w=min(tw, width - x), row=r, col=c)
+            Tile(y=y, x=x, h=min(th, height - y), w=min(tw, width - x), row=r, col=c, own_y=own_y[r], own_x=own_x[c])
             for r, y in enumerate(ys) for c, x in enumerate(xs)
         ]
         return cls(height, width, scale, tiles, wy, wx, wsum_y, wsum_x)
+
+    @staticmethod
+    def owned_rect(t: Tile) -> tuple[int, int, int, int]:
+        """`(y0, y1, x0, x1)`: the LQ pixels tile `t` owns, in the tile's own coordinates."""
+        return t.own_y[0] - t.y, t.own_y[1] - t.y, t.own_x[0] - t.x, t.own_x[1] - t.x
 
     def weight(self, t: Tile) -> np.ndarray:
         """`[h*scale, w*scale]` float32 blend weight of one tile."""

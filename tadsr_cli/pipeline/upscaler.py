@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
 from tadsr_cli.base.oom import is_out_of_memory
 from tadsr_cli.engines.base import Engine
+from tadsr_cli.pipeline.lockstep import run_lockstep
 from tadsr_cli.pipeline.noise import NoiseField
 from tadsr_cli.pipeline.tiling import BlendName, Tile, TileGrid, pad_to_multiple
 
@@ -38,6 +41,7 @@ class TileOptions:
     overlap: int = 16
     batch: int = 4
     blend: BlendName = "cosine"
+    whole_image_norms: bool = True
 
     def validate(self) -> None:
         if self.tile < 0:
@@ -124,20 +128,25 @@ class Upscaler:
         lq = pad_to_multiple(np.ascontiguousarray(rgb, dtype=np.float32), self.multiple)
         lq = lq * 2.0 - 1.0  # [-1, 1]
         g = self.grid(h, w)
+        batches = self._batches(g.tiles)
         acc = np.zeros((g.height * s, g.width * s, 3), dtype=np.float32)
-        tiles = g.tiles
-        bs = max(1, self.tiles.batch)
-        done = 0
         if progress:
-            progress(0, len(tiles))
-        for i in range(0, len(tiles), bs):
-            group = tiles[i:i + bs]
-            # Tiles of one batch must share a size; edge tiles can differ when the grid is a single tile.
-            for same in _by_size(group):
-                self._run_group(lq, g, same, acc)
-            done += len(group)
+            progress(0, len(g.tiles))
+        lockstep = self._lockstep_engine(g)
+        if lockstep is not None:
+            owned = [[g.owned_rect(t) for t in group] for group in batches]
+            sizes = [(group[0].h, group[0].w) for group in batches]
+            with lockstep.whole_image_norms():
+                run_lockstep(owned, sizes, lambda i, norms: self._run_group(lq, g, batches[i], acc, lockstep, norms))
             if progress:
-                progress(done, len(tiles))
+                progress(len(g.tiles), len(g.tiles))
+        else:
+            done = 0
+            for group in batches:
+                self._run_group(lq, g, group, acc, self.engine)
+                done += len(group)
+                if progress:
+                    progress(done, len(g.tiles))
         # Normalise by the separable weight sum, crop the padding, back to [0, 1]; all in place.
         out = acc[: h * s, : w * s]
         out /= g.wsum_y[: h * s, None, None].astype(np.float32)
@@ -148,13 +157,29 @@ class Upscaler:
         # Cropping rows keeps the view contiguous (no copy); cropping columns needs one.
         return np.ascontiguousarray(out)
 
-    def _run_group(self, lq: np.ndarray, g: TileGrid, group: list[Tile], acc: np.ndarray) -> None:
-        import torch  # lazy: keeps `tadsr --help` fast
+    def _batches(self, tiles: list[Tile]) -> list[list[Tile]]:
+        """Tiles in model calls of at most `batch`; tiles of one call share a size (edge tiles can differ)."""
+        bs = max(1, self.tiles.batch)
+        return [same for i in range(0, len(tiles), bs) for same in _by_size(tiles[i:i + bs])]
 
-        s = self.scale
+    def _lockstep_engine(self, g: TileGrid) -> Any:
+        """The engine that runs this grid with whole-image norms, or None (one tile: its norms already see the
+        whole image; option off; an engine without GroupNorm support)."""
+        if len(g.tiles) < 2 or not self.tiles.whole_image_norms:
+            return None
+        factory = getattr(self.engine, "lockstep_engine", None)
+        return factory() if callable(factory) else None
+
+    def _inputs(self, lq: np.ndarray, group: list[Tile]) -> tuple[Any, Any]:
         lq_b = np.stack([lq[t.y:t.y + t.h, t.x:t.x + t.w].transpose(2, 0, 1) for t in group])
         nz_b = np.stack([self.noise.region(t.y, t.x, t.h, t.w) for t in group])
-        out = self.engine.run(torch.from_numpy(lq_b), torch.from_numpy(nz_b))
+        return torch.from_numpy(lq_b), torch.from_numpy(nz_b)
+
+    def _run_group(self, lq: np.ndarray, g: TileGrid, group: list[Tile], acc: np.ndarray, engine: Any,
+                   norms: Any = None) -> None:
+        s = self.scale
+        lq_b, nz_b = self._inputs(lq, group)
+        out = engine.run(lq_b, nz_b) if norms is None else engine.run(lq_b, nz_b, norms=norms)
         out = out.detach().to("cpu", torch.float32).numpy()
         expect = (len(group), 3, group[0].h * s, group[0].w * s)
         if out.shape != expect:
@@ -163,7 +188,6 @@ class Upscaler:
             wgt = g.weight(t)
             region = acc[t.y * s:(t.y + t.h) * s, t.x * s:(t.x + t.w) * s]
             region += o.transpose(1, 2, 0) * wgt[:, :, None]
-
 
 def _by_size(group: list[Tile]) -> list[list[Tile]]:
     out: dict[tuple[int, int], list[Tile]] = {}
