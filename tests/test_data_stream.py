@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tadsr_cli.train.loop import DataStream, DistEnv
+from tadsr_cli.train.data_stream import DataStream
+from tadsr_cli.train.distributed import DistEnv
 
 
 class EpochItems(torch.utils.data.Dataset):

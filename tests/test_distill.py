@@ -21,7 +21,8 @@ from tadsr_cli.base.errors import TrainingError
 from tadsr_cli.models.config import DenoiserConfig
 from tadsr_cli.train.discriminator import TimeAwareDiscriminator, default_feature_blocks, input_block_channels
 from tadsr_cli.train.distill import make_task, run_recipe
-from tadsr_cli.train.loop import setup_distributed, train
+from tadsr_cli.train.distributed import setup_distributed
+from tadsr_cli.train.loop import train
 from tadsr_cli.train.losses import d_hinge_loss, g_hinge_loss
 from tadsr_cli.train.recipe import load_recipe
 

@@ -224,7 +224,7 @@ def test_tests_import_the_project_plainly():
 
 
 # Modules still over the limit, for their owners to split; each entry must still be over it.
-KNOWN_OVERSIZE = {"tadsr_cli.train.recipe"}
+KNOWN_OVERSIZE: set[str] = set()
 MAX_LINES = 500
 
 

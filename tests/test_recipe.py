@@ -65,7 +65,7 @@ def test_paper_recipe_values():
 def test_tiny_recipes_hold_out_photos():
     """The embedded models' recipes never train on the 20 held-out whole photos their numbers are measured on."""
     from tadsr_cli.train.data_files import TRAIN_HR_EXTRA_HOLDOUT, TRAIN_HR_HOLDOUT
-    from tadsr_cli.train.loop import split_train_files
+    from tadsr_cli.train.data_stream import split_train_files
 
     held = set(TRAIN_HR_HOLDOUT) | set(TRAIN_HR_EXTRA_HOLDOUT)
     assert len(held) == 20

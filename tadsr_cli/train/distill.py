@@ -25,35 +25,22 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
+from tadsr_cli.base.devices import resolve_device
 from tadsr_cli.base.errors import RecipeError, TrainingError
 from tadsr_cli.models.checkpoints import load_model_file, save_model
 from tadsr_cli.models.sr_model import DiffusionSR
+from tadsr_cli.train.checkpointing import CheckpointManager
+from tadsr_cli.train.data_stream import build_train_dataset, build_validation_set
 from tadsr_cli.train.discriminator import TimeAwareDiscriminator
-from tadsr_cli.train.loop import (
-    EMA,
-    CheckpointManager,
+from tadsr_cli.train.distributed import (
     DistEnv,
-    TrainResult,
-    TrainTask,
-    X0Predictor,
     average_gradients,
-    build_train_dataset,
-    build_validation_set,
-    clip_and_step,
-    ema_weights,
-    load_weights_into,
-    lr_at,
-    make_adamw,
-    resolve_device,
-    sample_noise,
-    set_lr,
     setup_distributed,
-    step_generator,
     teardown_distributed,
-    train,
-    validate_ema_model,
     wrap_ddp,
 )
+from tadsr_cli.train.ema import EMA, ema_weights
+from tadsr_cli.train.loop import train
 from tadsr_cli.train.losses import (
     d_hinge_loss,
     discriminator_stats,
@@ -61,7 +48,12 @@ from tadsr_cli.train.losses import (
     hfsd_loss,
     regression_loss,
 )
-from tadsr_cli.train.recipe import Recipe, check_timesteps
+from tadsr_cli.train.optim import clip_and_step, lr_at, make_adamw, set_lr
+from tadsr_cli.train.randomness import sample_noise, step_generator
+from tadsr_cli.train.recipe import check_timesteps
+from tadsr_cli.train.recipe_schema import Recipe
+from tadsr_cli.train.task import TrainResult, TrainTask, X0Predictor, load_weights_into
+from tadsr_cli.train.validation import validate_ema_model
 
 __all__ = ["DistillTask", "load_teacher", "make_task", "run_recipe"]
 

@@ -36,327 +36,33 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from tadsr_cli.base.errors import ConfigError, RecipeError
 from tadsr_cli.models.config import AutoencoderConfig, DenoiserConfig, ModelConfig, ScheduleConfig
+from tadsr_cli.train.degradation_config import DegradationConfig
+from tadsr_cli.train.recipe_schema import (
+    Kind,
+    ModelSection,
+    OptimizerSettings,
+    Recipe,
+    plain_data,
+)
+from tadsr_cli.train.recipe_yaml import (
+    META_FIELDS,
+    KeyLines,
+    KeyPath,
+    check_value,
+    load_yaml_with_lines,
+)
 
-__all__ = [
-    "CheckpointSection",
-    "DataSection",
-    "DiscriminatorSection",
-    "LogSection",
-    "LossSection",
-    "ModelSection",
-    "OptimSection",
-    "OptimizerSettings",
-    "Recipe",
-    "ValidationSection",
-    "apply_overrides",
-    "load_recipe",
-    "parse_recipe",
-]
-
-Kind = Literal["teacher", "tadsr"]
-HFSDMode = Literal["tadsr", "sds", "sds+hr"]
-AmpMode = Literal["none", "bf16", "fp16", "auto"]
+__all__ = ["apply_overrides", "check_timesteps", "load_recipe", "parse_recipe"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Schema
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class ModelSection:
-    """`teacher` (tadsr): model file or registry name; otherwise `config` is built from the inline keys."""
-
-    teacher: str | None = None
-    init: str | None = None
-    # tadsr: the prior temperature of teacher targets and student (None: the teacher file's own)
-    prior_noise_scale: float | None = None
-    config: ModelConfig | None = None
-
-
-@dataclass
-class DataSection:
-    hr: str | list[str] | None = None  # folder(s) of HR images (random crops + synthetic degradation)
-    lq: str | None = None  # paired folders: LQ ...
-    gt: str | None = None  # ... and GT with the same file names
-    exclude: list[str] = field(
-        default_factory=list
-    )  # file names never trained on (e.g. the validation photos)
-    holdout: int = 0  # additionally hold out the last N files (sorted by name)
-    gt_size: int = 256
-    workers: int = 2
-    length: int | None = None  # samples per epoch (None: the number of images)
-    fixed_crops: bool = (
-        False  # every epoch repeats epoch 0's crops (a finite set: cached teacher targets hit)
-    )
-    # A rolling pool: each epoch's crops (and prior noise) serve `crop_reuse` consecutive epochs, batched in a new
-    # shuffled order each time, then are replaced; with `teacher_cache` only the first pass pays for the targets.
-    crop_reuse: int = 1
-
-
-@dataclass
-class OptimizerSettings:
-    lr: float = 5e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    warmup: int = 0  # linear warm-up iterations
-    grad_clip: float | None = 1.0  # max global grad norm (None: off)
-
-
-@dataclass
-class OptimSection:
-    g: OptimizerSettings = field(default_factory=OptimizerSettings)
-    d: OptimizerSettings = field(default_factory=OptimizerSettings)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    min_lr_ratio: float = 0.0  # cosine: final lr = lr * min_lr_ratio
-
-
-@dataclass
-class LossSection:
-    reg: float = 1.0
-    hfsd: float = 1.0
-    gan: float = 0.02
-    hfsd_mode: HFSDMode = "tadsr"
-    hfsd_timesteps: list[int] = field(default_factory=lambda: [0, 1, 2])
-    disc_timesteps: list[int] | None = None  # [lo, hi] inclusive; None: [0, T-2]
-    gan_start: int = 0  # iterations the discriminator trains alone before the student sees its loss
-
-
-@dataclass
-class DiscriminatorSection:
-    blocks: list[int] | None = (
-        None  # teacher input-block outputs to use; None: the end of every resolution level
-    )
-    middle: bool = True  # also the middle block's output
-    hidden: int = 128  # head width
-    time_dim: int = 128  # sinusoidal time-embedding size of the FiLM layers
-    kernel: int = 9  # 1-D conv kernel of the heads
-
-
-@dataclass
-class CheckpointSection:
-    every: int = 1000
-    keep: int = 3
-
-
-@dataclass
-class LogSection:
-    every: int = 20
-
-
-@dataclass
-class ValidationSection:
-    every: int = 0  # 0: only at the end
-    folder: str | None = None  # HR images; None: the data folder (with `files`)
-    files: list[str] = field(default_factory=list)  # subset of the folder (e.g. the held-out photos)
-    n_images: int = 4
-    save_images: int = 4
-    lq_size: int = 64  # centre crop of the LQ (HR crop = lq_size * scale)
-    seed: int = 0  # degradation + prior-noise seed of the validation set
-
-
-@dataclass
-class Recipe:
-    kind: Kind
-    model: ModelSection
-    data: DataSection
-    name: str = ""
-    seed: int = 0
-    output_dir: str | None = None
-    device: str = "auto"
-    threads: int | None = None  # torch intra-op threads per process (None: PyTorch's default)
-    degradation: dict[str, Any] | None = None
-    optim: OptimSection = field(default_factory=OptimSection)
-    loss: LossSection = field(default_factory=LossSection)
-    discriminator: DiscriminatorSection = field(default_factory=DiscriminatorSection)
-    iterations: int = 1000
-    batch: int = 8
-    grad_accum: int = 1
-    ema: float = 0.999
-    amp: AmpMode = "none"
-    teacher_cache: str | None = None
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    log: LogSection = field(default_factory=LogSection)
-    validation: ValidationSection = field(default_factory=ValidationSection)
-    # provenance (not recipe keys)
-    source: str = field(default="<recipe>", repr=False)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The validated recipe as plain data (what was parsed, with overrides applied)."""
-        return _plain(self.raw)
-
-    def degradation_config(self) -> Any:
-        from tadsr_cli.train.degradation_config import DegradationConfig
-
-        return DegradationConfig.from_dict(self.degradation)
-
-
-_META_FIELDS = {"source", "raw"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# YAML with line numbers
-# ---------------------------------------------------------------------------------------------------------------
-Path_ = tuple[str | int, ...]
-
-
-class _Lines:
-    """Maps a key path (("optim", "g", "lr")) to the 1-based line where it is written, and names the source."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.lines: dict[Path_, int] = {}
-        self.overridden: set[Path_] = set()
-
-    def loc(self, path: Path_) -> str:
-        """'FILE:LINE' of `path` (or of its nearest written ancestor), or '--set KEY' for an overridden key."""
-        for n in range(len(path), -1, -1):
-            if path[:n] in self.overridden:
-                return f"--set {_dotted(path[:n])}"
-            if path[:n] in self.lines:
-                return f"{self.source}:{self.lines[path[:n]]}"
-        return self.source
-
-    def where(self, path: Path_) -> str:
-        """'FILE:LINE: a.b' (or '--set a.b') naming the key."""
-        loc, dotted = self.loc(path), _dotted(path) or "<top>"
-        return loc if loc == f"--set {dotted}" else f"{loc}: {dotted}"
-
-
-def _dotted(path: Path_) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _record_lines(value_node, path + (key,), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _record_lines(item, path + (i,), lines)
-
-
-def _load_yaml(text: str, source: str) -> tuple[Any, _Lines]:
-    lines = _Lines(source)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"{source}{at}: not valid YAML ({problem})") from None
-    if node is not None:
-        _record_lines(node, (), lines.lines)
-    return data, lines
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Type checking against dataclass annotations
-# ---------------------------------------------------------------------------------------------------------------
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if tp is type(None):
-        return "null"
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return f"a list of {_type_name(args[0])}" if args else "a list"
-    if origin is dict or tp is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
-
-
-# YAML 1.1 (PyYAML) reads `5e-5` (no dot) as a string: accept such spellings where a number is expected.
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _accepts(value: Any, tp: Any) -> bool:
-    """Shallow check: does `value` have the outer shape of `tp` (scalar type, list, mapping, literal)?"""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(value, m) for m in typing.get_args(tp))
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return (isinstance(value, int | float) and not isinstance(value, bool)) or (
-            isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()) is not None
-        )
-    if tp is str:
-        return isinstance(value, str)
-    if origin in (list, tuple):
-        return isinstance(value, list | tuple)
-    if origin is dict or tp is dict or dataclasses.is_dataclass(tp):
-        return isinstance(value, dict)
-    return True
-
-
-def _check(value: Any, tp: Any, path: Path_, lines: _Lines) -> Any:
-    """Return `value` converted to `tp` (ints -> floats, nested dataclasses built) or raise RecipeError."""
-    if not _accepts(value, tp):
-        raise RecipeError(f"{lines.where(path)}: expected {_type_name(tp)}, got {value!r}")
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        member = next(m for m in typing.get_args(tp) if m is not type(None) and _accepts(value, m))
-        return _check(value, member, path, lines)
-    if tp is float:
-        return float(value.strip()) if isinstance(value, str) else float(value)
-    if origin in (list, tuple):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        item_tp = args[0] if args else Any
-        return [_check(v, item_tp, path + (i,), lines) for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        return _build_dataclass(tp, value, path, lines)
-    return value
-
-
-def _build_dataclass(cls: type, data: dict[str, Any], path: Path_, lines: _Lines) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in _META_FIELDS]
-    for key in data:
-        if key not in names:
-            raise RecipeError(
-                f"{lines.where(path + (str(key),))}: unknown key {str(key)!r}; known keys here: {', '.join(names)}"
-            )
-    kwargs = {key: _check(value, hints[key], path + (key,), lines) for key, value in data.items()}
-    return cls(**kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sections with special handling
-# ---------------------------------------------------------------------------------------------------------------
 _MODEL_SUBSECTIONS = {
     "denoiser": DenoiserConfig,
     "autoencoder": AutoencoderConfig,
@@ -364,7 +70,7 @@ _MODEL_SUBSECTIONS = {
 }
 
 
-def _parse_model(data: Any, path: Path_, lines: _Lines, kind: str) -> ModelSection:
+def _parse_model(data: Any, path: KeyPath, lines: KeyLines, kind: str) -> ModelSection:
     if not isinstance(data, dict):
         raise RecipeError(f"{lines.where(path)}: expected a mapping, got {data!r}")
     model_fields = [f.name for f in dataclasses.fields(ModelConfig)]
@@ -374,8 +80,8 @@ def _parse_model(data: Any, path: Path_, lines: _Lines, kind: str) -> ModelSecti
             raise RecipeError(
                 f"{lines.where(path + (str(key),))}: unknown key {str(key)!r}; known keys here: {', '.join(known)}"
             )
-    teacher = _check(data.get("teacher"), str | None, path + ("teacher",), lines)
-    init = _check(data.get("init"), str | None, path + ("init",), lines)
+    teacher = check_value(data.get("teacher"), str | None, path + ("teacher",), lines)
+    init = check_value(data.get("init"), str | None, path + ("init",), lines)
     inline = {k: v for k, v in data.items() if k in model_fields}
     if teacher is not None:
         if kind != "tadsr":
@@ -388,7 +94,7 @@ def _parse_model(data: Any, path: Path_, lines: _Lines, kind: str) -> ModelSecti
                 f"{lines.where(path + (extra[0],))}: the architecture comes from the teacher file; "
                 f"remove {extra} (only name/description/prior_noise_scale may be set with `teacher`)"
             )
-        scale = _check(data.get("prior_noise_scale"), float | None, path + ("prior_noise_scale",), lines)
+        scale = check_value(data.get("prior_noise_scale"), float | None, path + ("prior_noise_scale",), lines)
         if scale is not None and not 0.0 <= scale <= 4.0:
             raise RecipeError(f"{lines.where(path + ('prior_noise_scale',))}: must be in [0, 4], got {scale}")
         # With a teacher, `init` is the student's starting point (e.g. a regression-only run: a warm start).
@@ -403,21 +109,20 @@ def _parse_model(data: Any, path: Path_, lines: _Lines, kind: str) -> ModelSecti
     for key, value in inline.items():
         sub = path + (key,)
         if key in _MODEL_SUBSECTIONS:
-            kwargs[key] = _check(value if value is not None else {}, _MODEL_SUBSECTIONS[key], sub, lines)
+            kwargs[key] = check_value(value if value is not None else {}, _MODEL_SUBSECTIONS[key], sub, lines)
         else:
-            kwargs[key] = _check(value, hints[key], sub, lines)
+            kwargs[key] = check_value(value, hints[key], sub, lines)
     try:
         config = ModelConfig(**kwargs)
         config.validate()
     except ConfigError as exc:
         raise RecipeError(f"{lines.where(path)}: {exc}") from None
-    except TypeError as exc:  # pragma: no cover - guarded by _check
+    except TypeError as exc:  # pragma: no cover - guarded by check_value
         raise RecipeError(f"{lines.where(path)}: {exc}") from None
     return ModelSection(teacher=None, init=init, config=config)
 
 
-def _check_degradation(data: Any, path: Path_, lines: _Lines) -> None:
-    from tadsr_cli.train.degradation_config import DegradationConfig
+def _check_degradation(data: Any, path: KeyPath, lines: KeyLines) -> None:
 
     try:
         DegradationConfig.from_dict(data, where="degradation")
@@ -430,10 +135,7 @@ def _check_degradation(data: Any, path: Path_, lines: _Lines) -> None:
         raise RecipeError(f"{loc}: {msg}") from None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Entry points
-# ---------------------------------------------------------------------------------------------------------------
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> Path_:
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> KeyPath:
     keys = [k for k in dotted.split(".")]
     if not all(keys):
         raise RecipeError(f"--set {dotted}: empty key in the dotted path")
@@ -450,7 +152,7 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> Path_:
 
 
 def apply_overrides(
-    data: dict[str, Any], overrides: list[str], lines: _Lines | None = None
+    data: dict[str, Any], overrides: list[str], lines: KeyLines | None = None
 ) -> dict[str, Any]:
     """Apply `a.b=value` strings (value parsed as YAML) to a recipe mapping, in place; returns it."""
     for item in overrides:
@@ -471,12 +173,12 @@ def apply_overrides(
     return data
 
 
-def parse_recipe(data: Any, source: str = "<recipe>", lines: _Lines | None = None) -> Recipe:
+def parse_recipe(data: Any, source: str = "<recipe>", lines: KeyLines | None = None) -> Recipe:
     """Validate a recipe mapping into a `Recipe` (errors name the key and, with `lines`, the file line)."""
-    lines = lines or _Lines(source)
+    lines = lines or KeyLines(source)
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping, got {type(data).__name__}")
-    names = [f.name for f in dataclasses.fields(Recipe) if f.name not in _META_FIELDS]
+    names = [f.name for f in dataclasses.fields(Recipe) if f.name not in META_FIELDS]
     for key in data:
         if key not in names:
             raise RecipeError(
@@ -485,7 +187,7 @@ def parse_recipe(data: Any, source: str = "<recipe>", lines: _Lines | None = Non
     for required in ("kind", "model", "data"):
         if required not in data:
             raise RecipeError(f"{source}: missing required key {required!r}")
-    kind = _check(data["kind"], Kind, ("kind",), lines)
+    kind = check_value(data["kind"], Kind, ("kind",), lines)
     hints = typing.get_type_hints(Recipe)
     kwargs: dict[str, Any] = {"kind": kind}
     for key, value in data.items():
@@ -494,14 +196,14 @@ def parse_recipe(data: Any, source: str = "<recipe>", lines: _Lines | None = Non
         if key == "model":
             kwargs[key] = _parse_model(value, ("model",), lines, kind)
         elif key == "degradation":
-            _check(value, hints[key], (key,), lines)
+            check_value(value, hints[key], (key,), lines)
             _check_degradation(value, (key,), lines)
             kwargs[key] = value
         else:
             if value is None and key in ("optim", "loss", "discriminator", "checkpoint", "log", "validation"):
                 value = {}
-            kwargs[key] = _check(value, hints[key], (key,), lines)
-    recipe = Recipe(**kwargs, source=source, raw=_plain(data))
+            kwargs[key] = check_value(value, hints[key], (key,), lines)
+    recipe = Recipe(**kwargs, source=source, raw=plain_data(data))
     if not recipe.name:
         recipe.name = Path(source).stem if source and not source.startswith("<") else "run"
     _semantic_checks(recipe, lines)
@@ -517,7 +219,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}: no such recipe file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
-    data, lines = _load_yaml(text, str(path))
+    data, lines = load_yaml_with_lines(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -526,16 +228,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     return parse_recipe(data, str(path), lines)
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _semantic_checks(r: Recipe, lines: _Lines) -> None:
-    def fail(path: Path_, msg: str) -> None:
+def _semantic_checks(r: Recipe, lines: KeyLines) -> None:
+    def fail(path: KeyPath, msg: str) -> None:
         raise RecipeError(f"{lines.where(path)}: {msg}")
 
     positive = {
@@ -608,9 +302,9 @@ def _semantic_checks(r: Recipe, lines: _Lines) -> None:
         check_timesteps(r, r.model.config.schedule.steps, lines)
 
 
-def check_timesteps(r: Recipe, steps: int, lines: _Lines | None = None) -> None:
+def check_timesteps(r: Recipe, steps: int, lines: KeyLines | None = None) -> None:
     """HFSD timesteps must lie in [0, T-1] and the discriminator range in [0, T-2] (needs the model's T)."""
-    lines = lines or _Lines(r.source)
+    lines = lines or KeyLines(r.source)
     bad = [t for t in r.loss.hfsd_timesteps if not 0 <= t < steps]
     if bad:
         raise RecipeError(

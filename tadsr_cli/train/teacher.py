@@ -13,25 +13,15 @@ from torch import Tensor
 
 from tadsr_cli.models.checkpoints import save_model
 from tadsr_cli.models.sr_model import DiffusionSR
-from tadsr_cli.train.loop import (
-    EMA,
-    DistEnv,
-    TrainTask,
-    X0Predictor,
-    build_train_dataset,
-    build_validation_set,
-    clip_and_step,
-    ema_weights,
-    load_weights_into,
-    lr_at,
-    make_adamw,
-    set_lr,
-    step_generator,
-    validate_ema_model,
-    wrap_ddp,
-)
+from tadsr_cli.train.data_stream import build_train_dataset, build_validation_set
+from tadsr_cli.train.distributed import DistEnv, wrap_ddp
+from tadsr_cli.train.ema import EMA, ema_weights
 from tadsr_cli.train.losses import teacher_x0_loss
-from tadsr_cli.train.recipe import Recipe
+from tadsr_cli.train.optim import clip_and_step, lr_at, make_adamw, set_lr
+from tadsr_cli.train.randomness import step_generator
+from tadsr_cli.train.recipe_schema import Recipe
+from tadsr_cli.train.task import TrainTask, X0Predictor, load_weights_into
+from tadsr_cli.train.validation import validate_ema_model
 
 __all__ = ["TeacherTask"]
 
