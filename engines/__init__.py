@@ -2,7 +2,8 @@
 
 `create_engine(backend, model, ...)` builds one. Backends live in `engines/<backend>_engine.py` and are imported
 lazily (onnxruntime / tensorrt are optional): each such module exposes
-`create(model, *, device, precision, steps, sampler, **opts) -> Engine`.
+`create(model, *, device, precision, steps, sampler, **opts) -> Engine`. `auto` (`engines/auto.py`) picks
+ONNX Runtime or torch by a cached measurement.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = ["BACKENDS", "Engine", "create_engine"]
 
 # backend name -> module (relative to this package) exposing `create(...)`.
 BACKENDS: dict[str, str] = {
+    "auto": "tadsr_cli.engines.auto",
     "torch": "tadsr_cli.engines.torch_engine",
     "onnx": "tadsr_cli.engines.onnx_engine",
     "tensorrt": "tadsr_cli.engines.tensorrt_engine",
@@ -28,7 +30,7 @@ BACKENDS: dict[str, str] = {
 
 def create_engine(backend: str, model: DiffusionSR, device: str = "auto", precision: str = "fp32",
                   steps: int = 1, sampler: str = "deterministic", **opts: Any) -> Engine:
-    """Build the engine `backend` ("torch", "onnx", "tensorrt") for `model`.
+    """Build the engine `backend` ("auto", "torch", "onnx", "tensorrt") for `model`.
 
     Raises `EngineUnavailableError` for an unknown backend or one that cannot run on this machine, and
     `ConfigError` for invalid options (steps, sampler, precision).

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIONS = frozenset({"model_path", "opset", "dynamic", "tile", "cache_dir", "threads", "verify"})  # of create()
 FP16_KEEP_FP32_OPS = ["InstanceNormalization", "Softmax", "Resize", "ArgMin", "ReduceSum", "Pow", "Einsum"]
 
 
@@ -188,6 +189,8 @@ class OnnxEngine:
         self.session = self._session(run_path)
         self._fp32_session: Any = self.session if precision == "fp32" else None
         self._nonfinite = NonFiniteTiles()
+        self._model = model  # for lockstep_engine()
+        self._lockstep: Any = None
 
     def __repr__(self) -> str:
         return f"OnnxEngine(provider={self.provider}, precision={self.precision}, file={self.onnx_path.name})"
@@ -238,6 +241,18 @@ class OnnxEngine:
         b = hr.shape[0]
         return np.isfinite(hr.reshape(b, -1)).all(1) & np.isfinite(z.reshape(b, -1)).all(1)
 
+    def lockstep_engine(self) -> Any:
+        """Tiled runs with whole-image GroupNorm statistics suspend the network at every norm until all tiles
+        have delivered their moments (`tadsr_cli.pipeline.lockstep`); one ONNX Runtime call cannot be suspended,
+        so those runs use the torch engine of the same model (fp32, same output to ~86 dB). Whole-image runs
+        (one tile: `--tile auto` whenever the image fits) stay on ONNX Runtime."""
+        if self._lockstep is None:
+            from tadsr_cli.engines.torch_engine import TorchEngine
+
+            device = f"cuda:{self.device_id}" if self.provider == CUDA_EP else "cpu"
+            self._lockstep = TorchEngine(self._model, device=device, precision="fp32")
+        return self._lockstep
+
     def run(self, lq: Tensor, noise: Tensor) -> Tensor:
         self._check(lq, noise)
         lq_np = np.ascontiguousarray(lq.detach().to("cpu", torch.float32).numpy())
@@ -263,8 +278,7 @@ def create(model: Any, *, device: str = "auto", precision: str = "fp32", steps: 
         raise ConfigError(f"the onnx backend runs the one-step graph only (--steps 1), got --steps {steps}; "
                           "use --backend torch for teacher sampling")
     opts.pop("seed", None)
-    known = {"model_path", "opset", "dynamic", "tile", "cache_dir", "threads", "verify"}
-    unknown = sorted(set(opts) - known)
+    unknown = sorted(set(opts) - OPTIONS)
     if unknown:
         raise ConfigError(f"onnx engine: unknown option(s) {unknown}")
     return OnnxEngine(model, device=device, precision=precision, **opts)

@@ -220,7 +220,7 @@ class TensorRTEngine:
         device: str = "auto",
         precision: str = "fp16",
         *,
-        tile: int = 128,
+        tile: int | str = 128,
         batch: int = 4,
         model_path: str | Path | None = None,
         cache_dir: str | Path | None = None,
@@ -252,7 +252,9 @@ class TensorRTEngine:
         self._fallback: Any = None
         self._nonfinite = NonFiniteTiles()
         self.builds = 0
-        self.default_profile = plan.plan_profile(int(tile), int(batch), self.lq_multiple) if tile else None
+        # `--tile auto`/0: no prebuilt profile (engines are built for the shapes that come)
+        fixed_tile = tile if isinstance(tile, int) else 0
+        self.default_profile = plan.plan_profile(fixed_tile, int(batch), self.lq_multiple) if fixed_tile else None
         if prebuild and self.default_profile is not None:
             b, h, w = self.default_profile.opt
             self._get(b, h, w, self.default_profile)
@@ -331,6 +333,11 @@ class TensorRTEngine:
 
             self._fallback = TorchEngine(self.model, device=str(self.device), precision="fp32")
         return self._fallback
+
+    def lockstep_engine(self) -> Any:
+        """Tiled runs with whole-image GroupNorm statistics need the network suspended at every norm
+        (`tadsr_cli.pipeline.lockstep`), which a built engine cannot be: they run on the torch fp32 engine."""
+        return self._torch_fp32()
 
     def run(self, lq: Tensor, noise: Tensor) -> Tensor:
         self._check(lq, noise)

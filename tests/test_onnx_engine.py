@@ -294,7 +294,7 @@ def test_upscale_backend_onnx_equals_torch(pu_file, tmp_path, capsys):
     for backend in ("torch", "onnx"):
         dst = tmp_path / f"out_{backend}.png"
         code, _, err = run_cli(["upscale", str(src), "--model", str(pu_file), "--backend", backend, "--tile", "32",
-                                "--tile-overlap", "8", "-o", str(dst), "-q"], capsys)
+                                "--tile-overlap", "8", "--precision", "fp32", "-o", str(dst), "-q"], capsys)
         assert code == 0, err
         outs[backend] = _read(dst)
     assert outs["torch"].shape == outs["onnx"].shape == (112, 160, 3)
@@ -311,7 +311,8 @@ def test_upscale_video_backend_onnx_equals_torch(pu_file, tmp_path, capsys):
     for backend in ("torch", "onnx"):
         dst = tmp_path / f"clip_{backend}.mkv"
         code, _, err = run_cli(["upscale", str(src), "--model", str(pu_file), "--backend", backend,
-                                "--crf", "0", "--pix-fmt", "yuv444p", "-o", str(dst), "-q"], capsys)
+                                "--precision", "fp32", "--crf", "0", "--pix-fmt", "yuv444p", "-o", str(dst), "-q"],
+                               capsys)
         assert code == 0, err
         with av.open(str(dst)) as c:
             frames[backend] = [f.to_ndarray(format="rgb24").astype(np.int16) for f in c.decode(video=0)]

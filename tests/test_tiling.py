@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
 from tadsr_cli.engines import create_engine
 from tadsr_cli.engines.base import Engine
+from tadsr_cli.pipeline import memory
 from tadsr_cli.pipeline.noise import NoiseField
 from tadsr_cli.pipeline.tiling import TileGrid, pad_to_multiple, ramp, tile_starts
 from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
@@ -46,8 +48,8 @@ class ConvEngine:
 class FlatAverageUpscaler(Upscaler):
     """The same tiler with flat weights (what we must *not* do): used to check that the seam test bites."""
 
-    def grid(self, height, width):
-        g = super().grid(height, width)
+    def grid(self, height, width, tile=None):
+        g = super().grid(height, width, tile)
         g = TileGrid(g.height, g.width, g.scale, g.tiles, [np.ones_like(w) for w in g.wy],
                      [np.ones_like(w) for w in g.wx], np.zeros_like(g.wsum_y), np.zeros_like(g.wsum_x))
         for t in g.tiles:
@@ -249,9 +251,59 @@ def test_out_of_memory_halves_the_tile():
 
 def test_tile_options_validation():
     for bad in (TileOptions(tile=-1), TileOptions(tile=32, overlap=32), TileOptions(batch=0),
-                TileOptions(blend="box")):  # type: ignore[arg-type]
+                TileOptions(blend="box"), TileOptions(tile="big"), TileOptions(memory_budget=0)):  # type: ignore[arg-type]
         with pytest.raises(ConfigError):
             Upscaler(ConvEngine(), bad)
+    assert TileOptions().tile == "auto"
+    opts = TileOptions(tile="64")
+    opts.validate()
+    assert opts.tile == 64  # the command line hands over text
+
+
+def test_auto_tile_is_the_whole_image_when_it_fits_else_the_largest_fitting_tile():
+    img = make_image(136, 120)
+    eng = ConvEngine()
+    up = Upscaler(eng, TileOptions(memory_budget=2**40), seed=3)
+    whole = up.upscale(img)
+    assert up.current_tile == 0 and eng.calls[-1] == (1, 3, 136, 120)
+    np.testing.assert_array_equal(whole, Upscaler(ConvEngine(), TileOptions(tile=0), seed=3).upscale(img))
+
+    per_px = memory.bytes_per_pixel(eng)  # measured once per engine
+    assert per_px > 0
+    small = Upscaler(eng, TileOptions(memory_budget=int(per_px * 48 * 48 * 4 + 1)), seed=3)
+    tiled = small.upscale(img)
+    assert small.current_tile == 48  # the largest multiple of 8 whose batch of 4 fits
+    assert psnr(tiled, whole) >= 40
+
+
+def test_auto_tiles_use_tile_local_norms_and_explicit_tiles_drop_lockstep_on_oom(caplog):
+    class LockstepOom(ConvEngine):
+        def lockstep_engine(self):
+            return self
+
+        @contextlib.contextmanager
+        def whole_image_norms(self):
+            yield
+
+        def run(self, lq, noise, norms=None):
+            if norms is not None:
+                raise RuntimeError("out of memory (lockstep)")
+            return super().run(lq, noise)
+
+    img = make_image(40, 40)
+    eng = LockstepOom()
+    auto = Upscaler(eng, TileOptions(memory_budget=1), seed=0)
+    with caplog.at_level("WARNING"):
+        out = auto.upscale(img)  # tiles chosen for memory: never lockstep, one warning
+    assert auto.current_tile == 24  # the smallest tile larger than the 16 px overlap
+    assert "normalised each on its own" in caplog.text
+    explicit = Upscaler(eng, TileOptions(tile=16, overlap=4), seed=0)
+    with caplog.at_level("WARNING"):
+        again = explicit.upscale(img)
+    assert "retrying with tile-local norms" in caplog.text and explicit.current_tile == 16
+    ref = Upscaler(ConvEngine(), TileOptions(tile=16, overlap=4), seed=0).upscale(img)
+    np.testing.assert_allclose(again, ref, atol=1e-6)
+    assert out.shape == again.shape
 
 
 def test_unknown_backend():

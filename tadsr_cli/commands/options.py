@@ -51,7 +51,9 @@ def _hidden(name: str, annotation: Any, default: Any, *decls: str) -> OptionDef:
 
 # ---- the engine and its tiles (upscale, batch, eval) ------------------------------------------------------------
 ENGINE_OPTIONS: tuple[OptionDef, ...] = (
-    _opt("backend", str, ModelSettings.backend, "--backend", help="Inference backend: torch, onnx or tensorrt."),
+    _opt("backend", str, ModelSettings.backend, "--backend",
+         help="Inference backend: auto (ONNX Runtime on the CPU when measured faster for the model, else torch), "
+              "torch, onnx or tensorrt."),
     _opt("device", str, ModelSettings.device, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     _opt("precision", str, ModelSettings.precision, "--precision",
          help=f"{', '.join(PRECISIONS)}. auto: bf16 for the one-step model on a CPU with native bf16 (measured "
@@ -60,8 +62,9 @@ ENGINE_OPTIONS: tuple[OptionDef, ...] = (
     _opt("seed", int, ModelSettings.seed, "--seed", help="Seed of the prior noise field (same seed = same output)."),
     _opt("sampler", str, ModelSettings.sampler, "--sampler",
          help=f"Teacher sampler (--steps T): {' or '.join(SAMPLERS)}."),
-    _opt("tile", int, TileOptions.tile, "--tile", "-t", min=0,
-         help="Tile size in input pixels (0 = whole image; halved on GPU out-of-memory)."),
+    _opt("tile", str, TileOptions.tile, "--tile", "-t",
+         help="auto (the whole image when it fits in memory, else the largest tile that fits), 0 (whole image) "
+              "or a tile size in input pixels (tiles share whole-image statistics: same result as 0)."),
     _opt("tile_overlap", int, TileOptions.overlap, "--tile-overlap", min=0,
          help="Tile overlap in input pixels (blended with a cosine ramp). Real-ESRGAN's --tile_pad P = overlap 2P."),
     _hidden("tile_pad", int | None, None, "--tile_pad"),

@@ -60,7 +60,7 @@ class ModelSettings:
     """Which model runs, on what, how: shared by `upscale`, `batch` and `eval`."""
 
     model: str | None = None  # None / "default": the embedded default
-    backend: str = "torch"
+    backend: str = "auto"
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0

@@ -17,6 +17,7 @@ import torch
 from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
 from tadsr_cli.base.oom import is_out_of_memory
 from tadsr_cli.engines.base import Engine
+from tadsr_cli.pipeline import memory
 from tadsr_cli.pipeline.lockstep import run_lockstep
 from tadsr_cli.pipeline.noise import NoiseField
 from tadsr_cli.pipeline.tiling import BlendName, Tile, TileGrid, pad_to_multiple
@@ -30,30 +31,42 @@ TileProgress = Callable[[int, int], None]  # (tiles done, tiles total)
 class TileOptions:
     """How an image is cut into tiles (sizes in LQ pixels).
 
-    Defaults follow the official ResShift inference (`chop_size 512`, `chop_stride 448` in HR pixels = LQ tiles of
-    128 with 16 px overlap): 128 is a multiple of every model's `lq_multiple` (64 for the official Swin-UNet) and
-    twice the training size (LQ 64), so each tile has ample context; 16 LQ px (64 HR px) of cosine ramp hides
-    tile-border differences. Four tiles per batch keep a GPU busy at ~2 GB for the official model.
-    `tile = 0` = the whole image as one tile (falls back to tiles on out-of-memory).
+    `tile = "auto"` (the default): the whole image as one tile when its run fits the memory budget (then every
+    GroupNorm sees the whole image and nothing is blended: the fastest and the exact way), else the largest square
+    tile whose batch fits (`tadsr_cli.pipeline.memory`); tiles chosen for memory use tile-local norms, since
+    whole-image norms would hold every tile's activations at once. `tile = 0`: the whole image; `tile = N`: tiles
+    of N px run in lockstep with whole-image GroupNorm statistics (`tadsr_cli.pipeline.lockstep`), equal to the
+    whole-image output (73-85 dB measured with the shipped model), unless `whole_image_norms` is False.
+    Overlap (16 px, the official `chop_stride` 448 of 512 HR px) exists only between tiles; 4 tiles per batch keep
+    a GPU busy. On out-of-memory the lockstep is dropped first, then the tile halved.
+    `memory_budget`: bytes a tile batch may use (default: from the device).
     """
 
-    tile: int = 128
+    tile: int | str = "auto"
     overlap: int = 16
     batch: int = 4
     blend: BlendName = "cosine"
     whole_image_norms: bool = True
+    memory_budget: int | None = None
 
     def validate(self) -> None:
-        if self.tile < 0:
-            raise ConfigError("--tile must be >= 0 (0 = whole image)")
+        if isinstance(self.tile, str):
+            text = self.tile.strip().lower()
+            if text != "auto" and not text.isdigit():
+                raise ConfigError(f"--tile {self.tile!r}: use auto, 0 (whole image) or a size in pixels")
+            self.tile = "auto" if text == "auto" else int(text)
+        if self.tile != "auto" and int(self.tile) < 0:
+            raise ConfigError("--tile must be >= 0 (0 = whole image) or auto")
         if self.overlap < 0:
             raise ConfigError("--tile-overlap must be >= 0")
-        if self.tile and self.overlap >= self.tile:
+        if self.tile != "auto" and self.tile and self.overlap >= int(self.tile):
             raise ConfigError(f"--tile-overlap ({self.overlap}) must be smaller than --tile ({self.tile})")
         if self.batch < 1:
             raise ConfigError("--tile-batch must be >= 1")
         if self.blend not in ("cosine", "gaussian"):
             raise ConfigError(f"unknown blend {self.blend!r} (cosine or gaussian)")
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ConfigError("the memory budget must be positive")
 
 
 class Upscaler:
@@ -71,7 +84,11 @@ class Upscaler:
         self.seed = int(seed)
         self.noise = NoiseField(self.seed, int(engine.latent_channels))
         self._grids: dict[tuple[int, int, int], TileGrid] = {}
-        self._tile = self.tiles.tile  # current tile size (may shrink on OOM)
+        # explicit tile size; None = auto (chosen per image), until an out-of-memory fixes one
+        self._tile: int | None = None if self.tiles.tile == "auto" else int(self.tiles.tile)
+        self._last_tile = 0 if self._tile is None else self._tile
+        self._lockstep_ok = bool(self.tiles.whole_image_norms)
+        self._warned_local = False
 
     @property
     def scale(self) -> int:
@@ -83,18 +100,38 @@ class Upscaler:
 
     @property
     def current_tile(self) -> int:
-        return self._tile
+        """The tile size of the latest image (0 = whole image)."""
+        return self._last_tile
 
-    def grid(self, height: int, width: int) -> TileGrid:
-        """The tile grid for an (unpadded) LQ size."""
+    def tile_for(self, height: int, width: int) -> int:
+        """The tile size for an (unpadded) LQ size: the explicit one, or the auto choice (0 = whole image)."""
+        if self._tile is not None:
+            return self._tile
         m = self.multiple
         ph, pw = -(-height // m) * m, -(-width // m) * m
-        key = (ph, pw, self._tile)
+        budget = self._budget()
+        per_pixel = memory.bytes_per_pixel(self.engine)
+        if ph * pw * per_pixel <= budget:
+            return 0
+        tile = memory.largest_tile(budget, per_pixel, self.tiles.batch, m)
+        return max(tile, (self.tiles.overlap // m + 1) * m)  # tiles must be larger than their overlap
+
+    def _budget(self) -> float:
+        if self.tiles.memory_budget is not None:
+            return float(self.tiles.memory_budget)
+        return float(memory.budget_bytes(memory.engine_device(self.engine)))
+
+    def grid(self, height: int, width: int, tile: int | None = None) -> TileGrid:
+        """The tile grid for an (unpadded) LQ size (tile size: `tile_for` unless given)."""
+        m = self.multiple
+        ph, pw = -(-height // m) * m, -(-width // m) * m
+        tile = self.tile_for(height, width) if tile is None else tile
+        key = (ph, pw, tile)
         g = self._grids.get(key)
         if g is None:
             if len(self._grids) > 8:
                 self._grids.clear()
-            g = TileGrid.build(ph, pw, self._tile, self.tiles.overlap, m, self.scale, self.tiles.blend)
+            g = TileGrid.build(ph, pw, tile, self.tiles.overlap, m, self.scale, self.tiles.blend)
             self._grids[key] = g
         return g
 
@@ -113,13 +150,19 @@ class Upscaler:
 
     def _shrink(self, height: int, width: int, exc: BaseException) -> None:
         m = self.multiple
-        cur = self._tile if self._tile > 0 else max(-(-height // m) * m, -(-width // m) * m)
+        cur = self._last_tile
+        if cur > 0 and self._lockstep_ok and self._tile is not None:
+            log.warning("out of memory with whole-image norms over %d px tiles; retrying with tile-local norms", cur)
+            self._lockstep_ok = False
+            return
+        cur = cur if cur > 0 else max(-(-height // m) * m, -(-width // m) * m)
         new = (cur // 2 // m) * m
         if new < m:
             raise EngineUnavailableError(
                 f"out of memory even with {cur} px tiles; try --tile-batch 1, --precision fp16 or --device cpu"
             ) from exc
-        log.warning("out of memory with %s px tiles; retrying with %d px tiles", cur or "whole-image", new)
+        log.warning("out of memory with %s px tiles; retrying with %d px tiles",
+                    self._last_tile or "whole-image", new)
         self._tile = new
 
     def _upscale_once(self, rgb: np.ndarray, progress: TileProgress | None) -> np.ndarray:
@@ -127,7 +170,9 @@ class Upscaler:
         s = self.scale
         lq = pad_to_multiple(np.ascontiguousarray(rgb, dtype=np.float32), self.multiple)
         lq = lq * 2.0 - 1.0  # [-1, 1]
-        g = self.grid(h, w)
+        tile = self.tile_for(h, w)
+        self._last_tile = tile
+        g = self.grid(h, w, tile)
         batches = self._batches(g.tiles)
         acc = np.zeros((g.height * s, g.width * s, 3), dtype=np.float32)
         if progress:
@@ -163,9 +208,17 @@ class Upscaler:
         return [same for i in range(0, len(tiles), bs) for same in _by_size(tiles[i:i + bs])]
 
     def _lockstep_engine(self, g: TileGrid) -> Any:
-        """The engine that runs this grid with whole-image norms, or None (one tile: its norms already see the
-        whole image; option off; an engine without GroupNorm support)."""
-        if len(g.tiles) < 2 or not self.tiles.whole_image_norms:
+        """The engine that runs this grid with whole-image norms, or None: one tile (its norms already see the
+        whole image), tiles chosen by `auto` for memory, option off or dropped after an out-of-memory, or an
+        engine without GroupNorm support."""
+        if len(g.tiles) < 2:
+            return None
+        if self._tile is None or not self._lockstep_ok:
+            if not self._warned_local:
+                self._warned_local = True
+                log.warning("%d tiles of %d px are normalised each on its own (whole-image GroupNorm statistics "
+                            "would need every tile's activations at once); the output differs slightly from a "
+                            "whole-image run", len(g.tiles), self._last_tile)
             return None
         factory = getattr(self.engine, "lockstep_engine", None)
         return factory() if callable(factory) else None

@@ -1,0 +1,126 @@
+"""`--backend auto`: ONNX Runtime on the CPU when it is installed and measured faster for the model, else torch.
+
+Candidates: the torch engine at the requested precision, and, for the one-step graph on the CPU at fp32 or bf16,
+ONNX Runtime in fp32 (its CPU provider has no fast reduced precision; fp32 is the more exact of the two). The
+first use per model exports the ONNX graph (one warning line while it is made) and times both engines on a
+`PROBE` x `PROBE` input (best of `REPEATS`, after a warm-up); the verdict is cached beside the exported graph as
+`<graph>.speed.json`, keyed by the library versions, thread count and CPU, so later runs decide instantly.
+Everything else (CUDA, MPS, teacher sampling, fp16, no onnxruntime, a failed export) runs torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tadsr_cli.base.atomic import atomic_write_path
+from tadsr_cli.base.devices import resolve_device
+from tadsr_cli.base.errors import TadsrError
+from tadsr_cli.engines import onnx_engine, torch_engine
+
+log = logging.getLogger(__name__)
+
+PROBE = 128
+REPEATS = 3
+VERDICT_VERSION = 1
+
+
+def onnx_candidate(device: torch.device, precision: str, steps: int) -> bool:
+    """Whether ONNX Runtime may run this configuration at all (installed, CPU, one-step, fp32 or bf16)."""
+    if device.type != "cpu" or int(steps) != 1 or precision not in ("fp32", "bf16"):
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _machine_key(precision: str) -> dict[str, Any]:
+    import onnxruntime
+
+    return {"version": VERDICT_VERSION, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "threads": torch.get_num_threads(), "cpu": _cpu_name(), "torch_precision": precision}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def seconds_per_call(engine: Any, side: int = PROBE, repeats: int = REPEATS) -> float:
+    """Best wall time of `engine.run` on one `side` x `side` input (after one warm-up call)."""
+    side = -(-side // int(engine.lq_multiple)) * int(engine.lq_multiple)
+    gen = torch.Generator().manual_seed(0)
+    lq = torch.rand(1, 3, side, side, generator=gen) * 2 - 1
+    noise = torch.randn(1, int(engine.latent_channels), side, side, generator=gen)
+    engine.run(lq, noise)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        engine.run(lq, noise)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _read_verdict(path: Path, key: dict[str, Any]) -> str | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("key") != key or data.get("choice") not in ("torch", "onnx"):
+        return None
+    return str(data["choice"])
+
+
+def _write_verdict(path: Path, key: dict[str, Any], record: dict[str, Any]) -> None:
+    try:
+        with atomic_write_path(path) as tmp:
+            tmp.write_text(json.dumps({"key": key, **record}, indent=1))
+    except OSError as exc:  # a read-only cache only costs a new measurement next time
+        log.debug("could not cache the backend choice in %s: %s", path, exc)
+
+
+def create(model: Any, *, device: str = "auto", precision: str = "fp32", steps: int = 1,
+           sampler: str = "deterministic", **opts: Any) -> Any:
+    """`engines.create_engine("auto", ...)`. Options: those of the onnx engine (`model_path`, `cache_dir`, ...)
+    and `seed`; torch gets `seed` only."""
+    dev = resolve_device(device)
+    seed = opts.get("seed", 0)
+
+    def make_torch() -> Any:
+        return torch_engine.create(model, device=str(dev), precision=precision, steps=steps, sampler=sampler,
+                                   seed=seed)
+
+    if not onnx_candidate(dev, precision, steps):
+        return make_torch()
+    onnx_opts = {k: v for k, v in opts.items() if k in onnx_engine.OPTIONS}
+    try:
+        ort = onnx_engine.create(model, device="cpu", precision="fp32", steps=1, sampler=sampler, **onnx_opts)
+    except TadsrError as exc:
+        log.warning("--backend auto: ONNX Runtime unavailable for this model (%s); using torch", exc)
+        return make_torch()
+    verdict_path = ort.onnx_path.with_name(ort.onnx_path.name + ".speed.json")
+    key = _machine_key(precision)
+    choice = _read_verdict(verdict_path, key)
+    if choice is None:
+        torch_eng = make_torch()
+        t_torch, t_onnx = seconds_per_call(torch_eng), seconds_per_call(ort)
+        choice = "onnx" if t_onnx < t_torch else "torch"
+        log.info("--backend auto: torch %s %.3f s, onnx fp32 %.3f s per %d px tile -> %s", precision, t_torch,
+                 t_onnx, PROBE, choice)
+        _write_verdict(verdict_path, key, {"choice": choice, "torch_seconds": t_torch, "onnx_seconds": t_onnx,
+                                           "probe": PROBE})
+        return ort if choice == "onnx" else torch_eng
+    return ort if choice == "onnx" else make_torch()

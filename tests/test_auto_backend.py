@@ -1,0 +1,75 @@
+"""`--backend auto`: ONNX Runtime on the CPU when measured faster, torch otherwise; the verdict is cached."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tadsr_cli.engines import auto, create_engine
+from tadsr_cli.models.presets import tiny_test_config
+from tadsr_cli.models.sr_model import DiffusionSR
+from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def model() -> DiffusionSR:
+    torch.manual_seed(0)
+    m = DiffusionSR(tiny_test_config()).eval()
+    with torch.no_grad():
+        m.denoiser.out[-1].weight.normal_(0, 0.02)  # not the zero-initialised residual head: the net matters
+    return m
+
+
+def fake_timer(seconds: dict[str, float]):
+    def timer(engine, *args, **kwargs):
+        return seconds[engine.name]
+    return timer
+
+
+def test_candidates():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert auto.onnx_candidate(cpu, "fp32", 1) and auto.onnx_candidate(cpu, "bf16", 1)
+    assert not auto.onnx_candidate(cpu, "fp16", 1)
+    assert not auto.onnx_candidate(cpu, "fp32", 15)  # teacher sampling: torch only
+    assert not auto.onnx_candidate(cuda, "fp32", 1)
+
+
+@pytest.mark.parametrize("faster", ["onnx", "torch"])
+def test_the_faster_backend_is_chosen_and_the_verdict_cached(model, tmp_path, monkeypatch, faster):
+    times = {"onnx": 1.0, "torch": 2.0} if faster == "onnx" else {"onnx": 2.0, "torch": 1.0}
+    monkeypatch.setattr(auto, "seconds_per_call", fake_timer(times))
+    cache = tmp_path / "cache"
+    eng = create_engine("auto", model, device="cpu", precision="fp32", cache_dir=cache)
+    assert eng.name == faster
+    verdicts = list(cache.glob("*.speed.json"))
+    assert len(verdicts) == 1 and json.loads(verdicts[0].read_text())["choice"] == faster
+
+    def no_timing(*_args, **_kwargs):
+        raise AssertionError("the cached verdict should have been used")
+
+    monkeypatch.setattr(auto, "seconds_per_call", no_timing)
+    assert create_engine("auto", model, device="cpu", precision="fp32", cache_dir=cache).name == faster
+    # another precision of the torch candidate is another question: measured again
+    monkeypatch.setattr(auto, "seconds_per_call", fake_timer(times))
+    create_engine("auto", model, device="cpu", precision="bf16", cache_dir=cache)
+    assert len(list(cache.glob("*.speed.json"))) == 1  # one file per graph, re-keyed
+
+
+def test_teacher_sampling_and_fp16_stay_on_torch(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(auto, "seconds_per_call", fake_timer({"onnx": 0.0, "torch": 9.0}))
+    eng = create_engine("auto", model, device="cpu", precision="fp32", steps=15, cache_dir=tmp_path)
+    assert eng.name == "torch" and eng.steps == 15
+    assert not list(tmp_path.glob("*.onnx"))  # nothing exported for a configuration ONNX cannot run
+
+
+def test_auto_output_equals_torch(model, tmp_path):
+    img = np.random.default_rng(0).random((40, 56, 3), dtype=np.float32)
+    ref = Upscaler(create_engine("torch", model, device="cpu"), TileOptions(tile=0)).upscale(img)
+    out = Upscaler(create_engine("auto", model, device="cpu", cache_dir=tmp_path), TileOptions()).upscale(img)
+    mse = float(np.mean((out.astype(np.float64) - ref) ** 2))
+    assert 10 * np.log10(1.0 / max(mse, 1e-20)) >= 40.0
