@@ -1,12 +1,15 @@
-"""Benchmark of the image pipeline (prints one JSON object; not a timed test).
+"""Benchmark of the image pipeline with the shipped default model (prints one JSON object; not a timed test).
 
-* throughput of the torch engine on a 1024 x 1024 LQ input (tiny config, random weights): whole image as one
-  tile vs the default tiling (128 px tiles, 16 px overlap, 4 tiles per batch);
-* peak RSS of a fresh process that upscales a 960 x 540 PNG end to end (read, tile, blend, write).
+* `speed`: a `--size` x `--size` photo crop (default 512) upscaled through the command's own path
+  (`pipeline.session.build_upscaler`) with the default settings (`--backend auto --tile auto --precision auto`),
+  with `--tile 0` on torch and on ONNX Runtime, with the pre-auto default (`--backend torch --precision fp32
+  --tile 128 --tile-overlap 16`, tile-local norms) and with explicit 128 px tiles (whole-image norms). Each row
+  has the end-to-end time (best of `--repeats`), the network alone on the very same tile batches
+  (`Upscaler.batch_inputs` -> `engine.run`) and their ratio, and the default colour fix on top.
+* `quality`: PSNR of `--tile 64` and `--tile 128` against `--tile 0` on real photos (held-out + realset65).
+* `rss_960x540`: peak RSS of a fresh process that upscales a 960 x 540 PNG end to end with the defaults.
 
-    python benchmarks/bench_pipeline.py [--size 1024] [--device auto] [--precision fp32] [--skip-untiled]
-
-Random weights: the numbers measure speed and memory only, never quality.
+    OMP_NUM_THREADS=1 python benchmarks/bench_pipeline.py --threads 1 [--size 512] [--skip-quality] [--skip-rss]
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,152 +30,158 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def _model():
-    import torch
-
-    from tadsr_cli.models.presets import tiny_test_config
-    from tadsr_cli.models.sr_model import DiffusionSR
-
-    torch.manual_seed(0)
-    return DiffusionSR(tiny_test_config()).eval()
+DATA = ROOT.parent / "shared" / "data"
+PHOTOS = [("train-hr/Dragonfly_by_Bolly.jpg", 4), ("train-hr/YellowFlower.jpg", 4),
+          ("realset65/0003.jpg", 1), ("realset65/0015.jpg", 1)]
 
 
-def _rss_mb() -> float:
-    """Peak resident set size of this process in MiB.
-
-    Linux: VmHWM from /proc (reset by exec; `ru_maxrss` is not, so a child started from a big parent would
-    report the parent's peak). Elsewhere: `ru_maxrss`.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
-def _sync(device) -> None:
-    import torch
+def photo(rel: str, down: int, size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    img = Image.open(DATA / rel).convert("RGB")
+    if down > 1:
+        img = img.resize((img.width // down, img.height // down), Image.BICUBIC)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    if size is not None:
+        h, w = min(size[0], arr.shape[0]), min(size[1], arr.shape[1])
+        y, x = (arr.shape[0] - h) // 2, (arr.shape[1] - w) // 2
+        arr = arr[y:y + h, x:x + w]
+    return np.ascontiguousarray(arr)
 
 
-def throughput(size: int, device: str, precision: str, tile: int, overlap: int, batch: int,
-               skip_untiled: bool) -> dict:
-    import torch
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else round(10 * np.log10(1.0 / mse), 2)
 
-    from tadsr_cli.engines import create_engine
-    from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
-    model = _model()
-    engine = create_engine("torch", model, device=device, precision=precision)
-    rng = np.random.default_rng(0)
-    img = rng.random((size, size, 3), dtype=np.float32)
-    # warm-up (kernels, allocator)
-    Upscaler(engine, TileOptions(tile=tile, overlap=overlap, batch=batch)).upscale(img[:tile, :tile])
-    out: dict = {
-        "device": str(engine.device),
-        "precision": precision,
-        "torch_threads": torch.get_num_threads(),
-        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-        "lq_size": [size, size],
-        "out_size": [size * 4, size * 4],
-    }
-    runs = [("tiled", TileOptions(tile=tile, overlap=overlap, batch=batch))]
-    if not skip_untiled:
-        runs.append(("untiled", TileOptions(tile=0)))
-    for label, opts in runs:
-        up = Upscaler(engine, opts, seed=0)
-        n_tiles = len(up.grid(size, size).tiles)
-        _sync(engine.device)
+def build(backend: str, precision: str, tiles, color_fix: str = "none"):
+    from tadsr_cli.models import registry
+    from tadsr_cli.pipeline.session import build_upscaler
+    from tadsr_cli.pipeline.settings import ModelSettings
+
+    path = registry.resolve_model_path(None)
+    return build_upscaler(ModelSettings(backend=backend, precision=precision), tiles, path, 1, color_fix=color_fix)
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up (kernels, caches, memory probe)
+    times = []
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        try:
-            res = up.upscale(img)
-        except Exception as exc:  # e.g. out of memory for the untiled run on a small machine
-            out[label] = {"error": f"{type(exc).__name__}: {exc}"}
-            continue
-        _sync(engine.device)
-        dt = time.perf_counter() - t0
-        out[label] = {
-            "tile": opts.tile, "overlap": opts.overlap, "batch": opts.batch, "tiles": n_tiles,
-            "final_tile": up.current_tile, "seconds": round(dt, 3),
-            "lq_mpix_per_s": round(size * size / dt / 1e6, 4),
-            "out_mpix_per_s": round(16 * size * size / dt / 1e6, 4),
-        }
-        del res
-    # model-only: the same number of LQ pixels through engine.run in tile-sized batches, no tiler/blending
-    m = engine.lq_multiple
-    t = max(m, tile // m * m)
-    lq = torch.rand(batch, 3, t, t) * 2 - 1
-    nz = torch.randn(batch, engine.latent_channels, t, t)
-    engine.run(lq, nz)
-    calls = max(1, (size * size) // (batch * t * t))
-    _sync(engine.device)
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        engine.run(lq, nz)
-    _sync(engine.device)
-    dt = time.perf_counter() - t0
-    out["model_only"] = {"tile": t, "batch": batch, "calls": calls, "seconds": round(dt, 3),
-                         "lq_mpix_per_s": round(calls * batch * t * t / dt / 1e6, 4)}
-    out["peak_rss_mb"] = round(_rss_mb(), 1)
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def speed(size: int, repeats: int) -> dict:
+    from tadsr_cli.pipeline.upscaler import TileOptions
+
+    img = photo("train-hr/Dragonfly_by_Bolly.jpg", 2, (size, size))
+    rows = {
+        "default": ("auto", "auto", TileOptions()),
+        "torch_tile0": ("torch", "auto", TileOptions(tile=0)),
+        "onnx_tile0": ("onnx", "auto", TileOptions(tile=0)),
+        "old_default": ("torch", "fp32", TileOptions(tile=128, overlap=16, whole_image_norms=False)),
+        "tile128_whole_image_norms": ("auto", "auto", TileOptions(tile=128, overlap=16)),
+    }
+    out: dict = {"lq_size": list(img.shape[:2])}
+    ref = None
+    for label, (backend, precision, tiles) in rows.items():
+        up = build(backend, precision, tiles)
+        engine = up.engine
+        e2e = best_time(lambda up=up: up.upscale(img), repeats)
+        result = up.upscale(img)
+        inputs = up.batch_inputs(img)
+        model_only = best_time(lambda engine=engine, inputs=inputs: [engine.run(lq, nz) for lq, nz in inputs],
+                               repeats)
+        row = {"backend": engine.name, "precision": getattr(engine, "precision", "fp32"), "tile": up.current_tile,
+               "tiles": sum(int(lq.shape[0]) for lq, _ in inputs), "seconds": round(e2e, 3),
+               "model_only_seconds": round(model_only, 3),
+               "end_to_end_vs_model_only": round(model_only / e2e, 3)}
+        if label == "default":
+            ref = result
+            fixed = build(backend, precision, tiles, color_fix="wavelet")
+            row["with_color_fix_seconds"] = round(best_time(lambda fixed=fixed: fixed.upscale(img), repeats), 3)
+        else:
+            row["psnr_vs_default"] = psnr(result, ref)
+        out[label] = row
+    fastest = min(out["torch_tile0"]["seconds"], out["onnx_tile0"]["seconds"])
+    out["default_vs_fastest_tile0"] = round(out["default"]["seconds"] / fastest, 3)
+    out["speedup_vs_old_default"] = round(out["old_default"]["seconds"] / out["default"]["seconds"], 3)
     return out
 
 
-def rss_child(width: int, height: int, device: str, precision: str) -> dict:
-    """Runs in a fresh process: the whole image path on a width x height PNG."""
+def quality() -> dict:
+    from tadsr_cli.pipeline.upscaler import TileOptions
+
+    out = {}
+    for rel, down in PHOTOS:
+        img = photo(rel, down, (256, 320))
+        ref = build("torch", "fp32", TileOptions(tile=0)).upscale(img)
+        row = {"lq_size": list(img.shape[:2])}
+        for tile in (64, 128):
+            for norms in (True, False):
+                up = build("torch", "fp32", TileOptions(tile=tile, overlap=16, whole_image_norms=norms))
+                key = f"tile{tile}_{'whole_image' if norms else 'tile_local'}_norms_db"
+                row[key] = psnr(up.upscale(img), ref)
+        out[rel] = row
+    return out
+
+
+def rss_child() -> dict:
+    """Runs in a fresh process: the default settings on a 960 x 540 PNG, end to end (read, model, write)."""
     from PIL import Image
 
-    from tadsr_cli.engines import create_engine
     from tadsr_cli.pipeline.image_io import upscale_image
-    from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
+    from tadsr_cli.pipeline.upscaler import TileOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in.png"
-        arr = (np.random.default_rng(0).random((height, width, 3)) * 255).astype(np.uint8)
-        Image.fromarray(arr).save(src)
-        del arr
-        engine = create_engine("torch", _model(), device=device, precision=precision)
-        up = Upscaler(engine, TileOptions())
-        up.upscale(np.zeros((32, 32, 3), np.float32))  # warm-up
-        before = _rss_mb()
+        Image.fromarray((photo("train-hr/Dragonfly_by_Bolly.jpg", 2, (540, 960)) * 255).astype(np.uint8)).save(src)
+        up = build("auto", "auto", TileOptions(), color_fix="wavelet")
+        before = _peak_rss_mb()
         t0 = time.perf_counter()
         res = upscale_image(src, Path(tmp) / "out.png", up)
         dt = time.perf_counter() - t0
-        out_bytes = (Path(tmp) / "out.png").stat().st_size
-    return {"in_size": [width, height], "out_size": list(res.out_size), "seconds": round(dt, 3),
-            "rss_after_model_load_mb": round(before, 1), "peak_rss_mb": round(_rss_mb(), 1),
-            "output_png_mb": round(out_bytes / 2**20, 2),
-            "accumulator_mb": round(16 * width * height * 3 * 4 / 2**20, 1)}
+    inner = getattr(up, "upscaler", up)
+    return {"in_size": list(res.in_size), "out_size": list(res.out_size), "seconds": round(dt, 3),
+            "backend": inner.engine.name, "tile": inner.current_tile,
+            "rss_after_model_load_mb": round(before, 1), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=1024, help="LQ side for the throughput runs")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--tile", type=int, default=128)
-    ap.add_argument("--overlap", type=int, default=16)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--skip-untiled", action="store_true")
+    ap.add_argument("--size", type=int, default=512, help="LQ side of the speed runs")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch/ORT threads (default: torch's)")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-rss", action="store_true")
-    ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.rss_child:
-        print(json.dumps(rss_child(960, 540, args.device, args.precision)))
+        print(json.dumps(rss_child()))
         return
-    result: dict = {"bench": "pipeline", "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    if not args.skip_throughput:
-        result["throughput"] = throughput(args.size, args.device, args.precision, args.tile, args.overlap,
-                                          args.batch, args.skip_untiled)
+    result: dict = {"bench": "pipeline", "python": platform.python_version(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads()}
+    if not args.skip_speed:
+        result["speed"] = speed(args.size, args.repeats)
+    if not args.skip_quality:
+        result["quality"] = quality()
     if not args.skip_rss:
-        proc = subprocess.run([sys.executable, __file__, "--rss-child", "--device", args.device,
-                               "--precision", args.precision], capture_output=True, text=True, check=False)
+        cmd = [sys.executable, __file__, "--rss-child"] + (["--threads", str(args.threads)] if args.threads else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode == 0:
             result["rss_960x540"] = json.loads(proc.stdout.strip().splitlines()[-1])
         else:

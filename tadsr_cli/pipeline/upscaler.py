@@ -202,6 +202,13 @@ class Upscaler:
         # Cropping rows keeps the view contiguous (no copy); cropping columns needs one.
         return np.ascontiguousarray(out)
 
+    def batch_inputs(self, rgb: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The engine inputs `(lq, noise)` of every tile batch `upscale(rgb)` runs (benchmarks time the network
+        alone on the very same tiles with them)."""
+        lq = pad_to_multiple(np.ascontiguousarray(rgb, dtype=np.float32), self.multiple) * 2.0 - 1.0
+        g = self.grid(rgb.shape[0], rgb.shape[1])
+        return [self._inputs(lq, group) for group in self._batches(g.tiles)]
+
     def _batches(self, tiles: list[Tile]) -> list[list[Tile]]:
         """Tiles in model calls of at most `batch`; tiles of one call share a size (edge tiles can differ)."""
         bs = max(1, self.tiles.batch)
@@ -214,7 +221,7 @@ class Upscaler:
         if len(g.tiles) < 2:
             return None
         if self._tile is None or not self._lockstep_ok:
-            if not self._warned_local:
+            if not self._warned_local and (self._tile is None or self.tiles.whole_image_norms):  # not asked for
                 self._warned_local = True
                 log.warning("%d tiles of %d px are normalised each on its own (whole-image GroupNorm statistics "
                             "would need every tile's activations at once); the output differs slightly from a "
