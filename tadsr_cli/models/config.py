@@ -9,46 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_type_hints
 
+from tadsr_cli.base import typecheck
 from tadsr_cli.base.errors import ConfigError
-
-
-def _describe(hint: Any) -> str:
-    """'an integer', 'a list of integers', "one of 'x0', 'residual'", ... for a field's type hint."""
-    origin, args = get_origin(hint), get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is list:
-        return "a list of " + {int: "integers", float: "numbers"}.get(args[0], "values")
-    if origin in (Union, types.UnionType):
-        names = [_describe(a) for a in args if a is not type(None)]
-        return " or ".join(names) + (" or null" if type(None) in args else "")
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin, args = get_origin(hint), get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is Literal:
-        return isinstance(value, str) and value in args
-    if origin is list:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    if origin in (Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    return True
 
 
 def _shown(value: Any) -> str:
@@ -56,20 +21,28 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
+def _check_types(cls: type, data: dict[str, Any], prefix: str) -> None:
+    """ConfigError for the first value of `data` that does not fit its field of `cls` (checked, not converted:
+    the config keeps the values as written, so `to_json` round-trips the file's text)."""
+    hints = get_type_hints(cls)
+    for key, value in data.items():
+        try:
+            typecheck.convert(value, hints[key])
+        except typecheck.Mismatch:
+            raise ConfigError(f"model config: field {prefix}{key} must be {typecheck.describe(hints[key])}, "
+                              f"got {_shown(value)}") from None
+
+
 def _from_dict(cls: type, data: Any, where: str) -> Any:
     """Build a dataclass from a dict: unknown keys and values of the wrong type give one-line `ConfigError`s
     ("model config: field denoiser.model_channels must be an integer, got str '160'"), never a TypeError."""
     if not isinstance(data, dict):
         raise ConfigError(f"model config: field {where} must be a mapping, got {_shown(data)}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(str(k) for k in set(data) - names)
+    unknown = sorted(set(typecheck.unknown_keys(cls, data)))
     if unknown:
-        raise ConfigError(f"model config: {where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    hints = get_type_hints(cls)
-    for key, value in data.items():
-        if not _matches(value, hints[key]):
-            raise ConfigError(f"model config: field {where}.{key} must be {_describe(hints[key])}, "
-                              f"got {_shown(value)}")
+        known = sorted(typecheck.field_names(cls))
+        raise ConfigError(f"model config: {where}: unknown key(s) {unknown}; known: {known}")
+    _check_types(cls, data, f"{where}.")
     obj = cls(**data)
     for key, (low, high) in _RANGES.get(cls.__name__, {}).items():
         value = getattr(obj, key)
@@ -220,8 +193,7 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"model config: expected a mapping, got {_shown(data)}")
         data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in set(data) - known)
+        unknown = sorted(set(typecheck.unknown_keys(cls, data)))
         if unknown:
             raise ConfigError(f"model config: unknown key(s) {unknown}")
         parts = {
@@ -229,10 +201,7 @@ class ModelConfig:
             "autoencoder": AutoencoderConfig.from_dict(data.pop("autoencoder", {})),
             "schedule": ScheduleConfig.from_dict(data.pop("schedule", {})),
         }
-        hints = get_type_hints(cls)
-        for key, value in data.items():
-            if not _matches(value, hints[key]):
-                raise ConfigError(f"model config: field {key} must be {_describe(hints[key])}, got {_shown(value)}")
+        _check_types(cls, data, "")
         cfg = cls(**parts, **data)
         for key, (low, high) in _RANGES["ModelConfig"].items():
             value = getattr(cfg, key)

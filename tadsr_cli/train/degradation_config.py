@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tadsr_cli.base import typecheck
 from tadsr_cli.base.errors import RecipeError
 from tadsr_cli.train.image_ops import RESIZE_MODES
 from tadsr_cli.train.kernels import KERNEL_TYPES
@@ -89,16 +91,19 @@ class DegradationConfig:
             return data
         if not isinstance(data, Mapping):
             raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in data if k not in fields)
+        unknown = sorted(typecheck.unknown_keys(cls, data))
         if unknown:
             raise RecipeError(
-                f"{where}: unknown key(s) {', '.join(repr(u) for u in unknown)}; known keys: {', '.join(sorted(fields))}"
+                f"{where}: unknown key(s) {', '.join(repr(u) for u in unknown)}; "
+                f"known keys: {', '.join(sorted(typecheck.field_names(cls)))}"
             )
-        defaults = cls()
+        hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            kwargs[key] = _coerce(f"{where}.{key}", value, getattr(defaults, key))
+            try:  # ints to floats, lists to tuples; a YAML 1.1 '5e-5' string is a number
+                kwargs[key] = typecheck.convert(value, hints[key], (key,), numeric_strings=True)
+            except typecheck.Mismatch as exc:
+                raise RecipeError(f"{where}.{exc}") from None
         try:
             return cls(**kwargs)
         except RecipeError as exc:
@@ -200,38 +205,3 @@ class DegradationConfig:
 def _check_distribution(key: str, probs: tuple[float, ...]) -> None:
     if any(p < 0 for p in probs) or abs(sum(probs) - 1.0) > 1e-3:
         raise RecipeError(f"{key}: probabilities must be >= 0 and sum to 1, got {list(probs)}")
-
-
-def _coerce(where: str, value: Any, default: Any) -> Any:
-    """Convert a YAML value to the type of the default (ints to floats, lists to tuples); refuse other types."""
-
-    def number(v: Any, want: type) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise RecipeError(f"{where}: expected a number, got {v!r}")
-        if want is int:
-            if isinstance(v, float) and not v.is_integer():
-                raise RecipeError(f"{where}: expected an integer, got {v!r}")
-            return int(v)
-        return float(v)
-
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise RecipeError(f"{where}: expected a string, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, list | tuple):
-            raise RecipeError(f"{where}: expected a list, got {value!r}")
-        if default and isinstance(default[0], str):
-            if not all(isinstance(v, str) for v in value):
-                raise RecipeError(f"{where}: expected a list of strings, got {value!r}")
-            return tuple(value)
-        return tuple(number(v, float) for v in value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise RecipeError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        return number(value, int)
-    if isinstance(default, float):
-        return number(value, float)
-    return value

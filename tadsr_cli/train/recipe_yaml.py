@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
-import typing
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from tadsr_cli.base import typecheck
 from tadsr_cli.base.errors import RecipeError
-
-KeyPath = tuple[str | int, ...]
+from tadsr_cli.base.typecheck import KeyPath
 
 
 class KeyLines:
@@ -27,22 +23,15 @@ class KeyLines:
         """'FILE:LINE' of `path` (or of its nearest written ancestor), or '--set KEY' for an overridden key."""
         for n in range(len(path), -1, -1):
             if path[:n] in self.overridden:
-                return f"--set {dotted_key(path[:n])}"
+                return f"--set {typecheck.dotted(path[:n])}"
             if path[:n] in self.lines:
                 return f"{self.source}:{self.lines[path[:n]]}"
         return self.source
 
     def where(self, path: KeyPath) -> str:
         """'FILE:LINE: a.b' (or '--set a.b') naming the key."""
-        loc, dotted = self.loc(path), dotted_key(path) or "<top>"
+        loc, dotted = self.loc(path), typecheck.dotted(path) or "<top>"
         return loc if loc == f"--set {dotted}" else f"{loc}: {dotted}"
-
-
-def dotted_key(path: KeyPath) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
 
 
 def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
@@ -72,90 +61,18 @@ def load_yaml_with_lines(text: str, source: str) -> tuple[Any, KeyLines]:
     return data, lines
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if tp is type(None):
-        return "null"
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return f"a list of {_type_name(args[0])}" if args else "a list"
-    if origin is dict or tp is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
-
-
-# YAML 1.1 (PyYAML) reads `5e-5` (no dot) as a string: accept such spellings where a number is expected.
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _accepts(value: Any, tp: Any) -> bool:
-    """Shallow check: does `value` have the outer shape of `tp` (scalar type, list, mapping, literal)?"""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(value, m) for m in typing.get_args(tp))
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return (isinstance(value, int | float) and not isinstance(value, bool)) or (
-            isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()) is not None
-        )
-    if tp is str:
-        return isinstance(value, str)
-    if origin in (list, tuple):
-        return isinstance(value, list | tuple)
-    if origin is dict or tp is dict or dataclasses.is_dataclass(tp):
-        return isinstance(value, dict)
-    return True
-
-
 def check_value(value: Any, tp: Any, path: KeyPath, lines: KeyLines) -> Any:
-    """Return `value` converted to `tp` (ints -> floats, nested dataclasses built) or raise RecipeError."""
-    if not _accepts(value, tp):
-        raise RecipeError(f"{lines.where(path)}: expected {_type_name(tp)}, got {value!r}")
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        member = next(m for m in typing.get_args(tp) if m is not type(None) and _accepts(value, m))
-        return check_value(value, member, path, lines)
-    if tp is float:
-        return float(value.strip()) if isinstance(value, str) else float(value)
-    if origin in (list, tuple):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        item_tp = args[0] if args else Any
-        return [check_value(v, item_tp, path + (i,), lines) for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, path, lines)
-    return value
+    """Return `value` converted to `tp` (ints -> floats, '5e-5' -> 5e-05, nested dataclasses built) or raise
+    RecipeError naming the key and its line."""
+    try:
+        return typecheck.convert(value, tp, path, numeric_strings=True, skip=META_FIELDS)
+    except typecheck.UnknownKey as exc:
+        raise RecipeError(
+            f"{lines.where(exc.path)}: unknown key {exc.key!r}; known keys here: {', '.join(exc.known)}"
+        ) from None
+    except typecheck.Mismatch as exc:
+        raise RecipeError(f"{lines.where(exc.path)}: {exc.expected}") from None
 
 
 # Recipe fields that record provenance; never keys of the YAML.
 META_FIELDS = {"source", "raw"}
-
-
-def build_dataclass(cls: type, data: dict[str, Any], path: KeyPath, lines: KeyLines) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in META_FIELDS]
-    for key in data:
-        if key not in names:
-            raise RecipeError(
-                f"{lines.where(path + (str(key),))}: unknown key {str(key)!r}; known keys here: {', '.join(names)}"
-            )
-    kwargs = {key: check_value(value, hints[key], path + (key,), lines) for key, value in data.items()}
-    return cls(**kwargs)
