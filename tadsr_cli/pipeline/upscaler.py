@@ -89,6 +89,7 @@ class Upscaler:
         self._last_tile = 0 if self._tile is None else self._tile
         self._lockstep_ok = bool(self.tiles.whole_image_norms)
         self._warned_local = False
+        self._whole_noise: tuple[tuple[int, int], np.ndarray] | None = None
 
     @property
     def scale(self) -> int:
@@ -173,10 +174,15 @@ class Upscaler:
         tile = self.tile_for(h, w)
         self._last_tile = tile
         g = self.grid(h, w, tile)
-        batches = self._batches(g.tiles)
-        acc = np.zeros((g.height * s, g.width * s, 3), dtype=np.float32)
         if progress:
             progress(0, len(g.tiles))
+        if len(g.tiles) == 1:
+            out = self._whole_image(lq, g, h, w)
+            if progress:
+                progress(1, 1)
+            return out
+        batches = self._batches(g.tiles)
+        acc = np.zeros((g.height * s, g.width * s, 3), dtype=np.float32)
         lockstep = self._lockstep_engine(g)
         if lockstep is not None:
             owned = [[g.owned_rect(t) for t in group] for group in batches]
@@ -201,6 +207,20 @@ class Upscaler:
         np.clip(out, 0.0, 1.0, out=out)
         # Cropping rows keeps the view contiguous (no copy); cropping columns needs one.
         return np.ascontiguousarray(out)
+
+    def _whole_image(self, lq: np.ndarray, g: TileGrid, h: int, w: int) -> np.ndarray:
+        """One tile: no blend weights, no accumulator; [-1, 1] CHW straight to cropped [0, 1] HWC."""
+        s = self.scale
+        lq_b, nz_b = self._inputs(lq, g.tiles)
+        res = self.engine.run(lq_b, nz_b).detach().to("cpu", torch.float32).numpy()
+        if res.shape != (1, 3, g.height * s, g.width * s):
+            raise RuntimeError(f"engine {self.engine.name} returned {res.shape}, expected "
+                               f"{(1, 3, g.height * s, g.width * s)}")
+        out = np.empty((h * s, w * s, 3), dtype=np.float32)
+        np.add(res[0, :, : h * s, : w * s].transpose(1, 2, 0), 1.0, out=out)
+        out *= 0.5
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
 
     def batch_inputs(self, rgb: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The engine inputs `(lq, noise)` of every tile batch `upscale(rgb)` runs (benchmarks time the network
@@ -232,8 +252,18 @@ class Upscaler:
 
     def _inputs(self, lq: np.ndarray, group: list[Tile]) -> tuple[Any, Any]:
         lq_b = np.stack([lq[t.y:t.y + t.h, t.x:t.x + t.w].transpose(2, 0, 1) for t in group])
-        nz_b = np.stack([self.noise.region(t.y, t.x, t.h, t.w) for t in group])
+        if len(group) == 1 and group[0].y == 0 and group[0].x == 0 and (group[0].h, group[0].w) == lq.shape[:2]:
+            nz_b = self._frame_noise(group[0].h, group[0].w)
+        else:
+            nz_b = np.stack([self.noise.region(t.y, t.x, t.h, t.w) for t in group])
         return torch.from_numpy(lq_b), torch.from_numpy(nz_b)
+
+    def _frame_noise(self, height: int, width: int) -> np.ndarray:
+        """The whole-image noise `[1, C, h, w]`, kept for the next frame of the same size (video: generated once)."""
+        key = (height, width)
+        if self._whole_noise is None or self._whole_noise[0] != key:
+            self._whole_noise = (key, self.noise.region(0, 0, height, width)[None])
+        return self._whole_noise[1]
 
     def _run_group(self, lq: np.ndarray, g: TileGrid, group: list[Tile], acc: np.ndarray, engine: Any,
                    norms: Any = None) -> None:
