@@ -172,3 +172,16 @@ def test_shipped_model_tiles_match_whole_image_on_real_photos():
         for tile in (64, 128):
             out = Upscaler(engine, TileOptions(tile=tile, overlap=16), seed=0).upscale(img)
             assert psnr(out, ref) >= 40.0, f"{name}, tile {tile}: {psnr(out, ref):.2f} dB"
+
+
+def test_onnx_engine_tiles_use_whole_image_norms(tmp_path):
+    """ONNX Runtime runs whole images; its tiled runs go through the torch engine of the same model in lockstep."""
+    pytest.importorskip("onnxruntime")
+    model = random_model(tiny_test_config())
+    ort = create_engine("onnx", model, device="cpu", cache_dir=tmp_path)
+    assert ort.lockstep_engine().name == "torch" and ort.lockstep_engine() is ort.lockstep_engine()
+    m = ort.lq_multiple
+    img = np.random.default_rng(2).random((3 * m, 3 * m, 3), dtype=np.float32)
+    whole = Upscaler(ort, TileOptions(tile=0), seed=1).upscale(img)
+    tiled = Upscaler(ort, TileOptions(tile=2 * m, overlap=m), seed=1).upscale(img)
+    assert psnr(tiled, whole) > 50.0
