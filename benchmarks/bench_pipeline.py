@@ -1,10 +1,11 @@
 """Benchmark of the image pipeline with the shipped default model (prints one JSON object; not a timed test).
 
-* `speed`: a `--size` x `--size` photo crop (default 512) upscaled through the command's own path
-  (`pipeline.session.build_upscaler`) with the default settings (`--backend auto --tile auto --precision auto`),
+* `speed`: a `--size` x `--size` photo crop (default 512) upscaled on the CPU as the command builds it, with the
+  default settings (`--backend auto --tile auto --precision auto`),
   with `--tile 0` on torch and on ONNX Runtime, with the pre-auto default (`--backend torch --precision fp32
   --tile 128 --tile-overlap 16`, tile-local norms) and with explicit 128 px tiles (whole-image norms). Each row
-  has the end-to-end time (best of `--repeats`), the network alone on the very same tile batches
+  has the end-to-end time (best of `--repeats`; with `--threads 1` process CPU time, which other jobs on a shared
+  machine barely change), the network alone on the very same tile batches
   (`Upscaler.batch_inputs` -> `engine.run`) and their ratio, and the default colour fix on top.
 * `quality`: PSNR of `--tile 64` and `--tile 128` against `--tile 0` on real photos (held-out + realset65).
 * `rss_960x540`: peak RSS of a fresh process that upscales a 960 x 540 PNG end to end with the defaults.
@@ -61,22 +62,37 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else round(10 * np.log10(1.0 / mse), 2)
 
 
+THREADS: int | None = None  # --threads: torch and ONNX Runtime intra-op threads
+CLOCK = time.perf_counter  # process CPU time with --threads 1: robust on a shared machine
+
+
 def build(backend: str, precision: str, tiles, color_fix: str = "none"):
+    """An upscaler as `tadsr upscale --backend B --precision P` builds it on the CPU (threads: `--threads`)."""
+    import torch
+
+    from tadsr_cli.engines import create_engine
     from tadsr_cli.models import registry
-    from tadsr_cli.pipeline.session import build_upscaler
-    from tadsr_cli.pipeline.settings import ModelSettings
+    from tadsr_cli.pipeline.color_fix import ColorFixedUpscaler
+    from tadsr_cli.pipeline.settings import resolve_precision
+    from tadsr_cli.pipeline.upscaler import Upscaler
 
     path = registry.resolve_model_path(None)
-    return build_upscaler(ModelSettings(backend=backend, precision=precision), tiles, path, 1, color_fix=color_fix)
+    opts: dict = {} if backend == "torch" else {"model_path": path}
+    if THREADS and backend in ("onnx", "auto"):
+        opts["threads"] = THREADS
+    engine = create_engine(backend, registry.resolve_model(str(path)), device="cpu",
+                           precision=resolve_precision(precision, torch.device("cpu"), backend, 1), **opts)
+    up = Upscaler(engine, tiles, seed=0)
+    return up if color_fix == "none" else ColorFixedUpscaler(up, color_fix)
 
 
 def best_time(fn, repeats: int) -> float:
     fn()  # warm-up (kernels, caches, memory probe)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return min(times)
 
 
@@ -168,13 +184,18 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    global THREADS, CLOCK
     if args.threads:
         torch.set_num_threads(args.threads)
+        THREADS = args.threads
+        if args.threads == 1:
+            CLOCK = time.process_time
     if args.rss_child:
         print(json.dumps(rss_child()))
         return
     result: dict = {"bench": "pipeline", "python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads()}
+                    "torch_threads": torch.get_num_threads(),
+                    "clock": "process CPU seconds" if CLOCK is time.process_time else "wall seconds"}
     if not args.skip_speed:
         result["speed"] = speed(args.size, args.repeats)
     if not args.skip_quality:

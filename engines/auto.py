@@ -2,8 +2,8 @@
 
 Candidates: the torch engine at the requested precision, and, for the one-step graph on the CPU at fp32 or bf16,
 ONNX Runtime in fp32 (its CPU provider has no fast reduced precision; fp32 is the more exact of the two). The
-first use per model exports the ONNX graph (one warning line while it is made) and times both engines on a
-`PROBE` x `PROBE` input (best of `REPEATS`, after a warm-up); the verdict is cached beside the exported graph as
+first use per model exports the ONNX graph (one warning line while it is made) and times both engines (`compare`:
+one more line; seconds for the tiny default, about a minute for the official architecture); the verdict is cached beside the exported graph as
 `<graph>.speed.json`, keyed by the library versions, thread count and CPU, so later runs decide instantly.
 Everything else (CUDA, MPS, teacher sampling, fp16, no onnxruntime, a failed export) runs torch.
 """
@@ -26,9 +26,10 @@ from tadsr_cli.engines import onnx_engine, torch_engine
 
 log = logging.getLogger(__name__)
 
-PROBE = 128
+PROBE = 512  # the largest probe side
+MIN_PROBE_SECONDS = 0.3
 REPEATS = 3
-VERDICT_VERSION = 1
+VERDICT_VERSION = 2
 
 
 def onnx_candidate(device: torch.device, precision: str, steps: int) -> bool:
@@ -59,19 +60,40 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def seconds_per_call(engine: Any, side: int = PROBE, repeats: int = REPEATS) -> float:
-    """Best wall time of `engine.run` on one `side` x `side` input (after one warm-up call)."""
-    side = -(-side // int(engine.lq_multiple)) * int(engine.lq_multiple)
+def _inputs(engine: Any, side: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     lq = torch.rand(1, 3, side, side, generator=gen) * 2 - 1
-    noise = torch.randn(1, int(engine.latent_channels), side, side, generator=gen)
-    engine.run(lq, noise)
+    return lq, torch.randn(1, int(engine.latent_channels), side, side, generator=gen)
+
+
+def seconds_per_call(engine: Any, side: int, repeats: int = 1) -> float:
+    """Best wall time of `engine.run` on one `side` x `side` input (`side` a multiple of the engine's)."""
+    lq, noise = _inputs(engine, side)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         engine.run(lq, noise)
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def compare(torch_eng: Any, ort: Any) -> tuple[float, float, int]:
+    """(torch seconds, onnx seconds, probe side): the probe grows from 64 px while a torch call takes under
+    `MIN_PROBE_SECONDS` (up to `PROBE` px: whole images are large, and the per-pixel cost of the two engines
+    diverges with size), then the engines alternate `REPEATS` times (one busy moment of a shared machine does
+    not decide) and each keeps its best time."""
+    multiple = int(torch_eng.lq_multiple)
+    side = -(-64 // multiple) * multiple
+    seconds_per_call(torch_eng, side)  # warm-up
+    while side * 2 <= PROBE and seconds_per_call(torch_eng, side) < MIN_PROBE_SECONDS:
+        side *= 2
+    seconds_per_call(torch_eng, side)
+    seconds_per_call(ort, side)  # warm-ups at the probe size
+    t_torch = t_onnx = float("inf")
+    for _ in range(REPEATS if seconds_per_call(torch_eng, side) < 2.0 else 1):
+        t_torch = min(t_torch, seconds_per_call(torch_eng, side))
+        t_onnx = min(t_onnx, seconds_per_call(ort, side))
+    return t_torch, t_onnx, side
 
 
 def _read_verdict(path: Path, key: dict[str, Any]) -> str | None:
@@ -116,11 +138,12 @@ def create(model: Any, *, device: str = "auto", precision: str = "fp32", steps: 
     choice = _read_verdict(verdict_path, key)
     if choice is None:
         torch_eng = make_torch()
-        t_torch, t_onnx = seconds_per_call(torch_eng), seconds_per_call(ort)
+        log.warning("--backend auto: timing torch and ONNX Runtime on this CPU for this model (one time)")
+        t_torch, t_onnx, side = compare(torch_eng, ort)
         choice = "onnx" if t_onnx < t_torch else "torch"
-        log.info("--backend auto: torch %s %.3f s, onnx fp32 %.3f s per %d px tile -> %s", precision, t_torch,
-                 t_onnx, PROBE, choice)
+        log.info("--backend auto: torch %s %.3f s, onnx fp32 %.3f s per %d px input -> %s", precision, t_torch,
+                 t_onnx, side, choice)
         _write_verdict(verdict_path, key, {"choice": choice, "torch_seconds": t_torch, "onnx_seconds": t_onnx,
-                                           "probe": PROBE})
+                                           "probe": side})
         return ort if choice == "onnx" else torch_eng
     return ort if choice == "onnx" else make_torch()

@@ -26,8 +26,8 @@ def model() -> DiffusionSR:
 
 
 def fake_timer(seconds: dict[str, float]):
-    def timer(engine, *args, **kwargs):
-        return seconds[engine.name]
+    def timer(torch_eng, ort):
+        return seconds[torch_eng.name], seconds[ort.name], 64
     return timer
 
 
@@ -42,7 +42,7 @@ def test_candidates():
 @pytest.mark.parametrize("faster", ["onnx", "torch"])
 def test_the_faster_backend_is_chosen_and_the_verdict_cached(model, tmp_path, monkeypatch, faster):
     times = {"onnx": 1.0, "torch": 2.0} if faster == "onnx" else {"onnx": 2.0, "torch": 1.0}
-    monkeypatch.setattr(auto, "seconds_per_call", fake_timer(times))
+    monkeypatch.setattr(auto, "compare", fake_timer(times))
     cache = tmp_path / "cache"
     eng = create_engine("auto", model, device="cpu", precision="fp32", cache_dir=cache)
     assert eng.name == faster
@@ -52,16 +52,16 @@ def test_the_faster_backend_is_chosen_and_the_verdict_cached(model, tmp_path, mo
     def no_timing(*_args, **_kwargs):
         raise AssertionError("the cached verdict should have been used")
 
-    monkeypatch.setattr(auto, "seconds_per_call", no_timing)
+    monkeypatch.setattr(auto, "compare", no_timing)
     assert create_engine("auto", model, device="cpu", precision="fp32", cache_dir=cache).name == faster
     # another precision of the torch candidate is another question: measured again
-    monkeypatch.setattr(auto, "seconds_per_call", fake_timer(times))
+    monkeypatch.setattr(auto, "compare", fake_timer(times))
     create_engine("auto", model, device="cpu", precision="bf16", cache_dir=cache)
     assert len(list(cache.glob("*.speed.json"))) == 1  # one file per graph, re-keyed
 
 
 def test_teacher_sampling_and_fp16_stay_on_torch(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(auto, "seconds_per_call", fake_timer({"onnx": 0.0, "torch": 9.0}))
+    monkeypatch.setattr(auto, "compare", fake_timer({"onnx": 0.0, "torch": 9.0}))
     eng = create_engine("auto", model, device="cpu", precision="fp32", steps=15, cache_dir=tmp_path)
     assert eng.name == "torch" and eng.steps == 15
     assert not list(tmp_path.glob("*.onnx"))  # nothing exported for a configuration ONNX cannot run
