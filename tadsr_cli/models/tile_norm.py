@@ -88,6 +88,7 @@ class TileNormState:
         """`[B, G, 3]` (count, mean, M2) of every group over each tile's owned pixels at `x`'s resolution."""
         assert self.owned is not None and self.size is not None
         h, w = self.size
+        x = x.contiguous()  # channels_last activations (the CPU bf16 path) reduce several times slower
         if x.ndim == 3:  # [B, C, H*W]: attention blocks flatten the map before their norm
             k = _power_of_two_factor_flat(int(x.shape[2]), h, w)
             x = x.reshape(x.shape[0], x.shape[1], _scaled(h, k), _scaled(w, k))
