@@ -386,7 +386,7 @@ def test_videos_that_are_not_videos(tmp_path, model_file, capsys):
 
 # ---- options -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("option", [["--max-frames", "0"], ["--max-frames", "-3"], ["--crf", "999"],
-                                    ["--jpeg-quality", "0"], ["--tile-batch", "0"], ["--tile", "-1"],
+                                    ["--jpeg-quality", "0"], ["--tile-batch", "0"],
                                     ["--max-pixels", "0"], ["--steps", "0"], ["--outscale", "100"]])
 def test_out_of_range_options_are_usage_errors(tmp_path, model_file, capsys, option):
     src = img(tmp_path / "a.png")
@@ -394,6 +394,14 @@ def test_out_of_range_options_are_usage_errors(tmp_path, model_file, capsys, opt
     assert code == 2, err
     text = flat(err.replace("\u2502", " "))
     assert f"Invalid value for '{option[0]}'" in text and "than or equal to" in text
+    assert not (tmp_path / "a_x4.png").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "big"])
+def test_bad_tile_is_a_usage_error(tmp_path, model_file, capsys, value):
+    src = img(tmp_path / "a.png")
+    code, _, err = run_cli(["upscale", str(src), "--model", str(model_file), "--tile", value], capsys)
+    assert code == 2 and "--tile" in err and "auto" in err, err  # --tile takes auto, 0 or a size
     assert not (tmp_path / "a_x4.png").exists()
 
 
