@@ -90,6 +90,7 @@ class Upscaler:
         self._lockstep_ok = bool(self.tiles.whole_image_norms)
         self._warned_local = False
         self._whole_noise: tuple[tuple[int, int], np.ndarray] | None = None
+        self._last_noise_key: tuple[int, int] | None = None
 
     @property
     def scale(self) -> int:
@@ -259,11 +260,15 @@ class Upscaler:
         return torch.from_numpy(lq_b), torch.from_numpy(nz_b)
 
     def _frame_noise(self, height: int, width: int) -> np.ndarray:
-        """The whole-image noise `[1, C, h, w]`, kept for the next frame of the same size (video: generated once)."""
+        """The whole-image noise `[1, C, h, w]`. Kept once a second image of the same size comes (video: made
+        once per clip); a single image does not keep it (its memory would stay held through the encoding)."""
         key = (height, width)
-        if self._whole_noise is None or self._whole_noise[0] != key:
-            self._whole_noise = (key, self.noise.region(0, 0, height, width)[None])
-        return self._whole_noise[1]
+        if self._whole_noise is not None and self._whole_noise[0] == key:
+            return self._whole_noise[1]
+        noise = self.noise.region(0, 0, height, width)[None]
+        self._whole_noise = (key, noise) if self._last_noise_key == key else None
+        self._last_noise_key = key
+        return noise
 
     def _run_group(self, lq: np.ndarray, g: TileGrid, group: list[Tile], acc: np.ndarray, engine: Any,
                    norms: Any = None) -> None:
