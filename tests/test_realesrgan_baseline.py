@@ -191,7 +191,7 @@ def test_eval_reports_realesrgan(net: resr.RRDBNet, tmp_path: Path) -> None:
     out = tmp_path / "report"
     with pytest.raises(SystemExit) as ex:
         main(["eval", "--lq", str(tmp_path / "lq"), "--gt", str(tmp_path / "gt"), "--baseline", "bicubic",
-              "--baseline", "realesrgan", "-o", str(out), "--device", "cpu", "--no-niqe", "--no-lpips"])
+              "--baseline", "realesrgan", "--no-model", "-o", str(out), "--device", "cpu", "--no-niqe", "--no-lpips"])
     assert ex.value.code in (0, None)
     rep = json.loads((out / "report.json").read_text())
     methods = {m["name"]: m for m in rep["methods"]}
