@@ -60,6 +60,9 @@ ENGINE_OPTIONS: tuple[OptionDef, ...] = (
               "faster, >= 40 dB from fp32), else fp32. NaN/Inf tiles are redone in fp32."),
     _opt("fp32", bool, False, "--fp32", help="Same as --precision fp32 (Real-ESRGAN's spelling)."),
     _opt("seed", int, ModelSettings.seed, "--seed", help="Seed of the prior noise field (same seed = same output)."),
+    _opt("noise_scale", float | None, None, "--noise-scale", min=0.0, max=4.0,
+         help="Temperature of the prior noise, x the model's own: lower follows the input more (less invented "
+              "texture, less flicker), higher adds detail. Default: 1 for images, 0.5 for video."),
     _opt("sampler", str, ModelSettings.sampler, "--sampler",
          help=f"Teacher sampler (--steps T): {' or '.join(SAMPLERS)}."),
     _opt("tile", str, TileOptions.tile, "--tile", "-t",
@@ -132,7 +135,7 @@ def engine_settings(values: dict[str, Any], model: str | None = None, steps: int
     return RunSettings(
         model=ModelSettings(model=model, backend=values["backend"], device=values["device"],
                             precision=_precision(values), seed=values["seed"], steps=steps,
-                            sampler=values["sampler"]),
+                            sampler=values["sampler"], noise_scale=values["noise_scale"]),
         tiles=TileOptions(tile=values["tile"], overlap=_overlap(values), batch=values["tile_batch"],
                           blend=values["blend"]),
         color_fix=values["color_fix"],

@@ -321,6 +321,7 @@ class ModelSettings:
     tile: int = 128
     tile_overlap: int = 16
     tile_batch: int = 4
+    noise_scale: float | None = None  # None: the video default of `tadsr upscale` (pipeline.settings)
 
 
 def model_method(model: str | None, settings: ModelSettings | None = None) -> tuple[str, FrameMethod]:
@@ -332,6 +333,7 @@ def model_method(model: str | None, settings: ModelSettings | None = None) -> tu
     from tadsr_cli.base.devices import resolve_device
     from tadsr_cli.engines import create_engine
     from tadsr_cli.models import registry
+    from tadsr_cli.pipeline.settings import VIDEO_NOISE_SCALE
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
     s = settings or ModelSettings()
@@ -339,6 +341,8 @@ def model_method(model: str | None, settings: ModelSettings | None = None) -> tu
     device = resolve_device(s.device)
     engine = create_engine("torch", registry.resolve_model(model, device="cpu"), device=str(device),
                            precision=s.precision, steps=steps, sampler=s.sampler, seed=s.seed)
-    upscaler = Upscaler(engine, TileOptions(tile=s.tile, overlap=s.tile_overlap, batch=s.tile_batch), seed=s.seed)
+    noise_scale = VIDEO_NOISE_SCALE if s.noise_scale is None else s.noise_scale
+    upscaler = Upscaler(engine, TileOptions(tile=s.tile, overlap=s.tile_overlap, batch=s.tile_batch), seed=s.seed,
+                        noise_scale=noise_scale)
     label = Path(model).stem if model and Path(model).suffix == ".safetensors" else (model or registry.DEFAULT_ALIAS)
     return f"{label} ({steps} step{'s' if steps != 1 else ''})", upscaler.upscale

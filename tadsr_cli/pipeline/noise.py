@@ -38,13 +38,15 @@ class NoiseField:
     """
 
     def __init__(self, seed: int, channels: int, block: int = DEFAULT_BLOCK,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, scale: float = 1.0) -> None:
         if channels < 1:
             raise ValueError("channels must be >= 1")
         if block < 1:
             raise ValueError("block must be >= 1")
         self.seed = int(seed)
         self.channels = int(channels)
+        # Temperature on top of the model's own prior_noise_scale: the field is scaled, its pattern stays the same.
+        self.scale = float(scale)
         self.block = int(block)
         cell_bytes = self.channels * self.block * self.block * 4
         self._max_cells = max(4, cache_bytes // cell_bytes)
@@ -83,4 +85,6 @@ class NoiseField:
                 c = self.cell(by, bx)
                 out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = c[:, cy0 - by * b:cy1 - by * b,
                                                                  cx0 - bx * b:cx1 - bx * b]
+        if self.scale != 1.0:
+            out *= self.scale
         return out

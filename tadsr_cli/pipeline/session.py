@@ -49,7 +49,7 @@ def build_upscaler(settings: ModelSettings, tiles: TileOptions, model_path: Path
         opts.update(tile=tiles.tile, batch=tiles.batch)  # the engine's optimisation profile
     engine = create_engine(settings.backend, model, device=str(device), precision=precision, steps=steps,
                            sampler=settings.sampler, **opts)
-    upscaler = Upscaler(engine, tiles, seed=settings.seed)
+    upscaler = Upscaler(engine, tiles, seed=settings.seed, noise_scale=settings.noise_scale_for("image"))
     return upscaler if color_fix == "none" else ColorFixedUpscaler(upscaler, color_fix)
 
 
@@ -78,9 +78,13 @@ class Session:
         st = self.model_path.stat()
         m = self.settings.model
         return (f"{self.model_path.resolve()}:{st.st_size}:{st.st_mtime_ns}|{m.backend}|{m.precision}|{m.seed}|"
-                f"{self.steps}|{m.sampler}|{self.settings.tiles}|{self.settings.color_fix}")
+                f"{self.steps}|{m.sampler}|{self.settings.tiles}|{self.settings.color_fix}|"
+                f"{m.noise_scale_for('video')}")
 
     def process(self, job: Job, progress: UnitProgress) -> dict[str, Any]:
+        noise_holder = getattr(self.upscaler, "inner", self.upscaler)  # the Upscaler under a colour fix
+        if hasattr(noise_holder, "noise_scale"):
+            noise_holder.noise_scale = self.settings.model.noise_scale_for(job.kind)
         if job.kind == "video":
             video = video_module()
             if video is None:

@@ -77,12 +77,13 @@ class Upscaler:
     smaller size is kept for later images/frames.
     """
 
-    def __init__(self, engine: Engine, tiles: TileOptions | None = None, seed: int = 0) -> None:
+    def __init__(self, engine: Engine, tiles: TileOptions | None = None, seed: int = 0,
+                 noise_scale: float = 1.0) -> None:
         self.engine = engine
         self.tiles = TileOptions() if tiles is None else tiles
         self.tiles.validate()
         self.seed = int(seed)
-        self.noise = NoiseField(self.seed, int(engine.latent_channels))
+        self.noise = NoiseField(self.seed, int(engine.latent_channels), scale=noise_scale)
         self._grids: dict[tuple[int, int, int], TileGrid] = {}
         # explicit tile size; None = auto (chosen per image), until an out-of-memory fixes one
         self._tile: int | None = None if self.tiles.tile == "auto" else int(self.tiles.tile)
@@ -95,6 +96,17 @@ class Upscaler:
     @property
     def scale(self) -> int:
         return int(self.engine.scale)
+
+    @property
+    def noise_scale(self) -> float:
+        return self.noise.scale
+
+    @noise_scale.setter
+    def noise_scale(self, value: float) -> None:
+        """Change the temperature of the noise field (same pattern); video and images may use different ones."""
+        if float(value) != self.noise.scale:
+            self.noise = NoiseField(self.seed, int(self.engine.latent_channels), scale=float(value))
+            self._whole_noise, self._last_noise_key = None, None
 
     @property
     def multiple(self) -> int:
