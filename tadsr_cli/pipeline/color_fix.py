@@ -80,6 +80,14 @@ class ColorFixedUpscaler:
     def scale(self) -> int:
         return int(self.inner.scale)
 
+    @property
+    def noise_scale(self) -> float:
+        return float(self.inner.noise_scale)
+
+    @noise_scale.setter
+    def noise_scale(self, value: float) -> None:
+        self.inner.noise_scale = value
+
     def upscale(self, rgb: np.ndarray, progress: Any = None) -> np.ndarray:
         return color_fix(self.inner.upscale(rgb, progress=progress), rgb, self.method)
 

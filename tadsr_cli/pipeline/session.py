@@ -82,9 +82,7 @@ class Session:
                 f"{m.noise_scale_for('video')}")
 
     def process(self, job: Job, progress: UnitProgress) -> dict[str, Any]:
-        noise_holder = getattr(self.upscaler, "inner", self.upscaler)  # the Upscaler under a colour fix
-        if hasattr(noise_holder, "noise_scale"):
-            noise_holder.noise_scale = self.settings.model.noise_scale_for(job.kind)
+        self.upscaler.noise_scale = self.settings.model.noise_scale_for(job.kind)
         if job.kind == "video":
             video = video_module()
             if video is None:

@@ -178,7 +178,6 @@ class DistillTask(TrainTask):
                 "degradation": recipe.degradation_config().to_dict(),
                 "seed": recipe.seed,
                 "sampler": "deterministic",
-                "prior_noise_scale": teacher.config.prior_noise_scale,
             }
             self.cache = TeacherCache(recipe.teacher_cache, teacher_fingerprint(teacher, data_key))
         self.valset = (
