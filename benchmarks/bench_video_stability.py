@@ -5,12 +5,16 @@ held-out whole photos, rendered at full resolution, downscaled x4 (area) and ups
 same `Upscaler`, one noise field per seed, as `tadsr upscale video.mp4`). The figures come from the library
 `tadsr_cli.eval.temporal` (the same code as `tadsr eval --lq clip.mp4 --gt clip_hr.mp4`), per method:
 
+The model runs as `tadsr upscale video.mp4` runs it by default: video noise temperature, colour fix and
+motion-compensated temporal smoothing (`--noise-scale` / `--temporal-smoothing` override the last two).
+
 * `psnr_y`: mean per-frame PSNR-Y against the original frames (border of 4 px cropped);
 * `warp_error`: flicker, the mean absolute difference (0-255, RGB) between output frame t+1 and output frame t warped
   to t+1 by optical flow (OpenCV DIS) computed on the ORIGINAL frames, occluded pixels and an 8 px border excluded;
   the original frames' own figure (`reference`) is the floor set by the motion (interpolation).
 
     python benchmarks/bench_video_stability.py [--model default] [--model FILE ...] [--frames 24] [--size 256]
+        [--photo FILE] [--noise-scale S] [--temporal-smoothing A]
 """
 
 from __future__ import annotations
@@ -51,16 +55,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--size", type=int, default=256, help="original frame side (multiple of 64)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise-scale", type=float, default=None, help="default: the video default")
+    parser.add_argument("--temporal-smoothing", type=float, default=None, help="default: the video default")
     args = parser.parse_args()
 
     photo = read_samples(args.photo)
     photo = photo if photo.dtype == np.uint8 else (photo / 257).astype(np.uint8)
     gt = camera_frames(photo, args.frames, args.size)
     lq = [cv2.resize(f, (args.size // 4, args.size // 4), interpolation=cv2.INTER_AREA) for f in gt]
-    settings = ModelSettings(device="cpu", seed=args.seed, tile=0)
+    settings = ModelSettings(device="cpu", seed=args.seed, tile=0, noise_scale=args.noise_scale,
+                             temporal_smoothing=args.temporal_smoothing)
     methods = dict(model_method(None if name == "default" else name, settings) for name in args.model or ["default"])
     report = measure_temporal(lq, methods, gt_frames=gt)
     print(json.dumps({"photo": args.photo.name, "frames": args.frames, "size": args.size, "seed": args.seed,
+                      "noise_scale": args.noise_scale, "temporal_smoothing": args.temporal_smoothing,
                       "summary": report.summary()}, indent=2))
 
 

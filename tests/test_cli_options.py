@@ -87,7 +87,7 @@ def test_old_spellings_are_hidden_aliases():
     for command, names in hidden.items():
         text = runner.invoke(app, [*command.split(), "--help"], terminal_width=200).output
         for name in names:  # no option row of its own
-            assert not re.search(rf"│ +{re.escape(name)}\s", text), (command, name)
+            assert not re.search(rf"│ {{1,8}}{re.escape(name)}\s", text), (command, name)  # wrapped help is further in
     text = runner.invoke(app, ["upscale", "--help"], terminal_width=200).output
     for name in ("--json", "--output", "--color-fix", "--suffix", "--fp32", "--outscale"):
         assert name in text

@@ -370,3 +370,20 @@ def test_train_hr_folder_and_holdout_constant() -> None:
     assert len(ds.files) == 22 and not {p.name for p in ds.files} & set(TRAIN_HR_HOLDOUT)
     item = ds[0]
     assert item["gt"].shape == (3, 256, 256) and item["lq"].shape == (3, 64, 64)
+
+
+def test_light_share_is_a_clean_downscale():
+    from tadsr_cli.train.image_ops import resize
+
+    hr = np.random.default_rng(0).random((64, 48, 3)).astype(np.float32)
+    cfg = DegradationConfig(light_prob=1.0, light_jpeg_prob=0.0)
+    clean = [quantize(resize(hr, (16, 12), "area")), quantize(bicubic_downscale(hr, 4))]
+    modes = set()
+    for seed in range(8):
+        log: dict = {}
+        lq = degrade(hr, np.random.default_rng(seed), cfg, log=log)
+        modes.add(log["light"]["mode"])
+        assert any(np.array_equal(lq, c) for c in clean)
+    assert modes == {"area", "bicubic-aa"}
+    with pytest.raises(RecipeError, match="light_prob"):
+        DegradationConfig(light_prob=1.5)

@@ -65,7 +65,9 @@ def eval_command(
         precision = resolve_precision(run.precision, resolve_device(run.device), run.backend, frame_steps)
         video_settings = ModelSettings(device=run.device, precision=precision, sampler=run.sampler, seed=run.seed,
                                        tile=settings.tiles.tile, tile_overlap=settings.tiles.overlap,
-                                       tile_batch=settings.tiles.batch, noise_scale=run.noise_scale)
+                                       tile_batch=settings.tiles.batch, noise_scale=run.noise_scale,
+                                       color_fix=settings.color_fix,
+                                       temporal_smoothing=settings.temporal_smoothing)
         eval_video(lq, gt, models, list(steps), output, video_settings, limit, scale, use_stlpips=not no_lpips)
         return
     try:

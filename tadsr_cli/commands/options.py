@@ -25,6 +25,7 @@ from tadsr_cli.pipeline.settings import (
     BLENDS,
     PRECISIONS,
     SAMPLERS,
+    VIDEO_TEMPORAL_SMOOTHING,
     ModelSettings,
     OutputSettings,
     RunSettings,
@@ -63,6 +64,9 @@ ENGINE_OPTIONS: tuple[OptionDef, ...] = (
     _opt("noise_scale", float | None, None, "--noise-scale", min=0.0, max=4.0,
          help="Temperature of the prior noise, x the model's own: lower follows the input more (less invented "
               "texture, less flicker), higher adds detail. Default: 1 for images, 0.5 for video."),
+    _opt("temporal_smoothing", float, VIDEO_TEMPORAL_SMOOTHING, "--temporal-smoothing", min=0.0, max=0.95,
+         help="Video: blend each frame with the previous output, motion-compensated (0 = off; higher = steadier, "
+              "softer). Pixels whose motion is uncertain and scene cuts take the fresh frame only."),
     _opt("sampler", str, ModelSettings.sampler, "--sampler",
          help=f"Teacher sampler (--steps T): {' or '.join(SAMPLERS)}."),
     _opt("tile", str, TileOptions.tile, "--tile", "-t",
@@ -139,6 +143,7 @@ def engine_settings(values: dict[str, Any], model: str | None = None, steps: int
         tiles=TileOptions(tile=values["tile"], overlap=_overlap(values), batch=values["tile_batch"],
                           blend=values["blend"]),
         color_fix=values["color_fix"],
+        temporal_smoothing=values["temporal_smoothing"],
     ).validate()
 
 

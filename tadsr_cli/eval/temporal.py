@@ -322,18 +322,23 @@ class ModelSettings:
     tile_overlap: int = 16
     tile_batch: int = 4
     noise_scale: float | None = None  # None: the video default of `tadsr upscale` (pipeline.settings)
+    color_fix: str | None = None  # None: the default of `tadsr upscale`
+    temporal_smoothing: float | None = None  # None: the video default of `tadsr upscale`
 
 
 def model_method(model: str | None, settings: ModelSettings | None = None) -> tuple[str, FrameMethod]:
-    """(label, frame method) for `--model` (None = the embedded default): the pipeline `Upscaler` on one engine.
+    """(label, frame method) for `--model` (None = the embedded default): what `tadsr upscale clip.mp4` runs.
 
-    One noise field per seed for every frame, as `tadsr upscale clip.mp4` does.
+    The pipeline `Upscaler` on one engine with one noise field per seed for every frame, the colour fix and the
+    motion-compensated temporal smoothing; the method keeps state, so frames must come in order.
     """
     # Imported here: the engines pull in torch backends that plain metric users of this module do not need.
     from tadsr_cli.base.devices import resolve_device
     from tadsr_cli.engines import create_engine
     from tadsr_cli.models import registry
-    from tadsr_cli.pipeline.settings import VIDEO_NOISE_SCALE
+    from tadsr_cli.pipeline.color_fix import DEFAULT_COLOR_FIX, ColorFixedUpscaler
+    from tadsr_cli.pipeline.settings import VIDEO_NOISE_SCALE, VIDEO_TEMPORAL_SMOOTHING
+    from tadsr_cli.pipeline.temporal_filter import TemporalStabilizer
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
     s = settings or ModelSettings()
@@ -342,7 +347,13 @@ def model_method(model: str | None, settings: ModelSettings | None = None) -> tu
     engine = create_engine("torch", registry.resolve_model(model, device="cpu"), device=str(device),
                            precision=s.precision, steps=steps, sampler=s.sampler, seed=s.seed)
     noise_scale = VIDEO_NOISE_SCALE if s.noise_scale is None else s.noise_scale
-    upscaler = Upscaler(engine, TileOptions(tile=s.tile, overlap=s.tile_overlap, batch=s.tile_batch), seed=s.seed,
-                        noise_scale=noise_scale)
+    upscaler: Any = Upscaler(engine, TileOptions(tile=s.tile, overlap=s.tile_overlap, batch=s.tile_batch),
+                             seed=s.seed, noise_scale=noise_scale)
+    color_fix = DEFAULT_COLOR_FIX if s.color_fix is None else s.color_fix
+    if color_fix != "none":
+        upscaler = ColorFixedUpscaler(upscaler, color_fix)
+    smoothing = VIDEO_TEMPORAL_SMOOTHING if s.temporal_smoothing is None else s.temporal_smoothing
+    if smoothing > 0:
+        upscaler = TemporalStabilizer(upscaler, smoothing)
     label = Path(model).stem if model and Path(model).suffix == ".safetensors" else (model or registry.DEFAULT_ALIAS)
     return f"{label} ({steps} step{'s' if steps != 1 else ''})", upscaler.upscale

@@ -17,6 +17,7 @@ from tadsr_cli.pipeline import image_io
 from tadsr_cli.pipeline.batch import Job, video_extensions
 from tadsr_cli.pipeline.color_fix import ColorFixedUpscaler
 from tadsr_cli.pipeline.settings import ModelSettings, RunSettings, resolve_precision
+from tadsr_cli.pipeline.temporal_filter import TemporalStabilizer
 from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Session:
         m = self.settings.model
         return (f"{self.model_path.resolve()}:{st.st_size}:{st.st_mtime_ns}|{m.backend}|{m.precision}|{m.seed}|"
                 f"{self.steps}|{m.sampler}|{self.settings.tiles}|{self.settings.color_fix}|"
-                f"{m.noise_scale_for('video')}")
+                f"{m.noise_scale_for('video')}|{self.settings.temporal_smoothing}")
 
     def process(self, job: Job, progress: UnitProgress) -> dict[str, Any]:
         self.upscaler.noise_scale = self.settings.model.noise_scale_for(job.kind)
@@ -90,7 +91,10 @@ class Session:
             # Resumable: an interrupted video continues from its last finished segment; --overwrite starts over.
             options = video.VideoOptions(**self.settings.video, outscale=self.settings.image.outscale, resume=True,
                                          restart=self.settings.output.overwrite, resume_key=self.resume_key())
-            rep = video.upscale_video(job.src, job.dst, self.upscaler, options, progress=progress("frame"))
+            upscaler = self.upscaler
+            if self.settings.temporal_smoothing > 0:  # one filter per video: no memory across files
+                upscaler = TemporalStabilizer(upscaler, self.settings.temporal_smoothing)
+            rep = video.upscale_video(job.src, job.dst, upscaler, options, progress=progress("frame"))
             return {"frames": rep.frames_out, "fps": rep.fps, "out_size": list(rep.out_size),
                     "resumed_frames": rep.resumed_frames}
         res = image_io.upscale_image(job.src, job.dst, self.upscaler, self.settings.image, progress=progress("tile"))

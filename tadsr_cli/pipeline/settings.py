@@ -62,6 +62,9 @@ def resolve_precision(precision: str, device: torch.device, backend: str, steps:
 # photos 0.5 costs 0.03 ST-LPIPS (0.306 -> 0.336), which is why images keep 1.
 IMAGE_NOISE_SCALE = 1.0
 VIDEO_NOISE_SCALE = 0.5
+# Motion-compensated blending of each video frame with the previous output (`pipeline.temporal_filter`), on top of
+# the halved noise; measured below with VIDEO_NOISE_SCALE (see README, "Video").
+VIDEO_TEMPORAL_SMOOTHING = 0.7
 
 
 @dataclass
@@ -119,10 +122,13 @@ class RunSettings:
     video: dict[str, Any] = field(default_factory=dict)  # `pipeline.video.VideoOptions` fields
     output: OutputSettings = field(default_factory=OutputSettings)
     color_fix: str = DEFAULT_COLOR_FIX
+    temporal_smoothing: float = VIDEO_TEMPORAL_SMOOTHING  # video only; 0 = every frame on its own
     progress: str = "auto"
 
     def validate(self) -> RunSettings:
         self.model.validate()
+        if not 0.0 <= self.temporal_smoothing <= 0.95:
+            raise ConfigError(f"--temporal-smoothing must be in [0, 0.95], got {self.temporal_smoothing}")
         self.tiles.blend = check_choice("--blend", self.tiles.blend, BLENDS)  # type: ignore[assignment]
         self.tiles.validate()
         self.image.validate()

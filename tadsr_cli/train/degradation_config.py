@@ -35,6 +35,14 @@ class DegradationConfig:
     kind: str = "realesrgan"
     scale: int = 4
 
+    # ---- not in Real-ESRGAN: a share of clean inputs. Trained only on heavy degradations, a model takes the fine
+    # texture of a clean input (sand, foliage, a sharp video frame) for noise and wipes it out; with probability
+    # `light_prob` a crop is instead just downscaled (random area / bilinear / bicubic) and, with `light_jpeg_prob`,
+    # JPEG-compressed at a quality in `light_jpeg_range`.
+    light_prob: float = 0.0
+    light_jpeg_prob: float = 0.5
+    light_jpeg_range: tuple[float, float] = (75.0, 95.0)
+
     # ---- first degradation stage: blur
     blur_kernel_size: int = 21
     kernel_list: tuple[str, ...] = _tuple(_ALL_KERNELS)
@@ -151,6 +159,8 @@ class DegradationConfig:
                 raise RecipeError(f"{key}: needs 3 probabilities (up, down, keep), got {len(probs)}")
             _check_distribution(key, probs)
         for key in (
+            "light_prob",
+            "light_jpeg_prob",
             "sinc_prob",
             "sinc_prob2",
             "gaussian_noise_prob",
@@ -177,7 +187,7 @@ class DegradationConfig:
             "poisson_scale_range",
             "poisson_scale_range2",
         )
-        for key in positive_ranges + ("noise_range", "noise_range2", "jpeg_range", "jpeg_range2"):
+        for key in positive_ranges + ("noise_range", "noise_range2", "jpeg_range", "jpeg_range2", "light_jpeg_range"):
             rng = getattr(self, key)
             if len(rng) != 2 or not rng[0] <= rng[1]:
                 raise RecipeError(f"{key}: must be [low, high] with low <= high, got {list(rng)}")
@@ -191,7 +201,7 @@ class DegradationConfig:
                 raise RecipeError(
                     f"{key}: must contain 1 (down-scales below 1, up-scales above), got {[lo, hi]}"
                 )
-        for key in ("jpeg_range", "jpeg_range2"):
+        for key in ("jpeg_range", "jpeg_range2", "light_jpeg_range"):
             lo, hi = getattr(self, key)
             if lo < 1 or hi > 100:
                 raise RecipeError(f"{key}: JPEG quality must be within [1, 100], got {[lo, hi]}")

@@ -16,6 +16,9 @@ Pipeline of ``kind="realesrgan"`` on an HR crop of ``H x W`` (float32 RGB in [0,
    else identity)] -> JPEG, or JPEG -> [resize + sinc];
 4. clip and round to 8-bit levels: the LQ is ``round(255 x) / 255`` as float32, exactly ``H//s x W//s``.
 
+With ``light_prob`` (0 in Real-ESRGAN) a crop skips all that: a plain anti-aliased downscale and, with
+``light_jpeg_prob``, a mild JPEG (``light_jpeg_range``), so that clean inputs keep their texture.
+
 All randomness comes from the ``numpy.random.Generator`` passed to `degrade`, and every operation is
 deterministic given its inputs (OpenCV filtering/resizing/JPEG), so one seed always gives the same LQ.
 """
@@ -122,6 +125,9 @@ def realesrgan_degrade(
     out_h, out_w = ori_h // sf, ori_w // sf
     if out_h < 1 or out_w < 1:
         raise ValueError(f"image {ori_h}x{ori_w} is smaller than the scale {sf}")
+    # Drawn only when enabled, so that recipes without it keep their exact random streams.
+    if cfg.light_prob > 0.0 and rng.uniform() < cfg.light_prob:
+        return _light_degrade(img, rng, cfg, (out_h, out_w), log)
 
     # ---------------- first stage
     kernel, kparams = _random_blur_kernel(rng, cfg, second=False)
@@ -173,6 +179,20 @@ def realesrgan_degrade(
         out = filter_image(resize(out, (out_h, out_w), mode), final_kernel)
     if log is not None:
         log["final"] = {"sinc": final_params, "resize_first": resize_first, "mode": mode, "jpeg": quality}
+    return quantize(out)
+
+
+def _light_degrade(img: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig, size: tuple[int, int],
+                   log: dict | None) -> np.ndarray:
+    """A clean input: an anti-aliased downscale (area or bicubic, as cameras and video scalers make), then with
+    `light_jpeg_prob` a mild JPEG."""
+    mode = "area" if rng.uniform() < 0.5 else "bicubic-aa"
+    out = resize(img, size, "area") if mode == "area" else bicubic_downscale(img, cfg.scale)[: size[0], : size[1]]
+    quality = None
+    if rng.uniform() < cfg.light_jpeg_prob:
+        out, quality = _random_jpeg(out, rng, cfg.light_jpeg_range)
+    if log is not None:
+        log["light"] = {"mode": mode, "jpeg": quality}
     return quantize(out)
 
 
