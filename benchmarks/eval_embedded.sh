@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Regenerates the README's quality table and crop figures on the 20 held-out whole photos, default settings
+# Regenerates the README's quality tables and crop figures on the 20 held-out whole photos, default settings
 # (what `tadsr upscale` does: --precision auto, --color-fix wavelet, --tile auto):
-#   bicubic, Real-ESRGAN x4plus, the embedded teacher at 15 and 1 steps   -> benchmarks/results/heldout-teacher/
+#   Real-ESRGAN-degraded LR: bicubic, Real-ESRGAN x4plus, the embedded teacher at 15 and 1 steps
+#                                                                          -> benchmarks/results/heldout-teacher/
 #   the embedded default (full TAD-SR, recipes/tadsr-tiny-x4.yaml) and its ablations from the same warm start,
 #   data, seed and iterations: regression only and without the discriminator (the `--set` lines in that recipe),
 #   beside bicubic                                                         -> benchmarks/results/heldout-students/
+#   clean (bicubic-downscaled) LR: bicubic, Real-ESRGAN x4plus, teacher 15 steps, default, regression only
+#                                                                          -> benchmarks/results/heldout-clean/
+#   seed-to-seed distance and video flicker (three camera pans)            -> benchmarks/results/*.json
 # The ablation models are read from runs/ (train them first with the recipe's ablation lines).
 # Usage: bash benchmarks/eval_embedded.sh   (from the repository root, with .venv set up)
 set -euo pipefail
@@ -20,5 +24,11 @@ cp runs/tadsr-tiny-x4-nod/model.safetensors runs/ablations/without-D.safetensors
 "$BIN/tadsr" eval --lq "$SETS/lq_realesrgan" --gt "$SETS/gt" --baseline bicubic \
   --model default --model runs/ablations/regression-only.safetensors --model runs/ablations/without-D.safetensors \
   -o benchmarks/results/heldout-students
+"$BIN/tadsr" eval --lq "$SETS/lq_bicubic" --gt "$SETS/gt" --baseline bicubic,realesrgan \
+  --model default --model tadsr-tiny-x4-teacher --model runs/ablations/regression-only.safetensors \
+  -o benchmarks/results/heldout-clean
+"$BIN/python" benchmarks/compare_methods.py benchmarks/results/heldout-students/report.json \
+  --a "tadsr-tiny-x4 (1 step)" --b "regression-only (1 step)" > benchmarks/results/full_vs_regression_only.json
 "$BIN/python" benchmarks/bench_seed_distance.py --model default > benchmarks/results/seed_distance.json
+"$BIN/python" benchmarks/bench_video_stability.py > benchmarks/results/video_stability.json
 cat benchmarks/results/seed_distance.json

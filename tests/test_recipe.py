@@ -69,7 +69,8 @@ def test_tiny_recipes_hold_out_photos():
 
     held = set(TRAIN_HR_HOLDOUT) | set(TRAIN_HR_EXTRA_HOLDOUT)
     assert len(held) == 20
-    for name in ("tadsr-tiny-x4-teacher.yaml", "tadsr-tiny-x4.yaml", "tadsr-tiny-x4-regonly.yaml"):
+    for name in ("tadsr-tiny-x4-teacher.yaml", "tadsr-tiny-x4-teacher-clean.yaml", "tadsr-tiny-x4-regonly.yaml",
+                 "tadsr-tiny-x4-stage2.yaml", "tadsr-tiny-x4.yaml"):
         r = load_recipe(ROOT / "recipes" / name)
         assert set(r.data.exclude) == held
         assert set(r.validation.files) == set(TRAIN_HR_HOLDOUT)
@@ -82,6 +83,26 @@ def test_tiny_recipes_hold_out_photos():
     assert teacher.model.config.autoencoder.kind == "pixel_unshuffle"
     assert teacher.model.config.autoencoder.channels == 48
     assert teacher.model.config.prediction == "residual" and teacher.model.config.schedule.steps == 15
+
+
+def test_embedded_recipes_chain_into_each_other():
+    """Each stage starts from the file the previous stage writes, so the recipes alone remake the shipped models."""
+    def load(name: str):
+        return load_recipe(ROOT / "recipes" / f"{name}.yaml")
+
+    def output(name: str) -> str:
+        return f"{load(name).output_dir}/model.safetensors"
+
+    teacher_b, stage1, stage2, final = (load("tadsr-tiny-x4-teacher-clean"), load("tadsr-tiny-x4-regonly"),
+                                        load("tadsr-tiny-x4-stage2"), load("tadsr-tiny-x4"))
+    assert teacher_b.model.init == output("tadsr-tiny-x4-teacher")
+    assert stage1.model.teacher == stage2.model.teacher == output("tadsr-tiny-x4-teacher")
+    assert stage2.model.init == output("tadsr-tiny-x4-regonly")
+    assert final.model.teacher == output("tadsr-tiny-x4-teacher-clean") and final.model.init == output("tadsr-tiny-x4-stage2")
+    # The clean share is what stage B and stage 3 add; the stage-A chain keeps Real-ESRGAN degradations only.
+    assert teacher_b.degradation_config().light_prob == final.degradation_config().light_prob == 0.3
+    assert load("tadsr-tiny-x4-teacher").degradation_config().light_prob == stage2.degradation_config().light_prob == 0
+    assert final.teacher_cache != stage2.teacher_cache  # another teacher: its targets must not mix
 
 
 def test_unknown_top_level_key_names_key_and_line(tmp_path):

@@ -73,7 +73,7 @@ REGISTRY: dict[str, RegistryEntry] = {
         ),
         RegistryEntry(
             name=TEACHER_MODEL_NAME,
-            description="Embedded: the 15-step ResShift teacher of the default (recipes/tadsr-tiny-x4-teacher.yaml)",
+            description="Embedded: the 15-step ResShift teacher of the default (recipes/tadsr-tiny-x4-teacher-clean.yaml)",
             steps=15,
             make_config=ModelConfig,
             embedded_file=f"{TEACHER_MODEL_NAME}.safetensors",
