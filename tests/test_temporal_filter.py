@@ -114,6 +114,13 @@ def test_frame_size_change_starts_over_and_bad_strength_is_refused():
     assert stab.scale == 4 and stab.sigma == 0.0  # other attributes are the inner upscaler's
 
 
+def test_tiny_frames_pass_through():
+    stab = TemporalStabilizer(NoisyBicubic(sigma=0.0), 0.7)
+    tiny = texture(8, 8)
+    for _ in range(3):  # the optical flow cannot run this small: plain per-frame output, no error
+        assert np.array_equal(stab.upscale(tiny), bicubic_upscale(tiny, 4))
+
+
 def test_run_settings_check_the_strength():
     assert RunSettings().validate().temporal_smoothing == VIDEO_TEMPORAL_SMOOTHING > 0
     with pytest.raises(Exception, match="temporal-smoothing"):

@@ -24,6 +24,7 @@ import numpy as np
 DEFAULT_TOLERANCE = 0.04  # input mismatch (0-1, mean over RGB) at which a pixel stops borrowing from the past
 MISMATCH_BLUR = 1.0  # px (input scale): compare inputs without their aliasing, which moves with sub-pixel shifts
 SCENE_CUT_FRACTION = 0.5  # restart when fewer than this fraction of pixels match the previous frame
+MIN_SIDE = 16  # input frames smaller than this pass through (DIS refuses images under ~9 px)
 
 
 class TemporalStabilizer:
@@ -58,7 +59,7 @@ class TemporalStabilizer:
 
     def upscale(self, rgb: np.ndarray, progress: Any = None) -> np.ndarray:
         out = self.inner.upscale(rgb) if progress is None else self.inner.upscale(rgb, progress=progress)
-        if self.strength == 0.0:
+        if self.strength == 0.0 or min(rgb.shape[:2]) < MIN_SIDE:
             return out
         lq = rgb.astype(np.float32, copy=False)
         smooth = cv2.GaussianBlur(lq, (0, 0), MISMATCH_BLUR)
