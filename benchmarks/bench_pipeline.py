@@ -184,6 +184,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from tadsr_cli.base.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the `tadsr` command does
+
     global THREADS, CLOCK
     if args.threads:
         torch.set_num_threads(args.threads)

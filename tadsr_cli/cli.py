@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tadsr_cli import __version__
+from tadsr_cli.base.allocator import keep_freed_memory
 from tadsr_cli.base.errors import TadsrError
 from tadsr_cli.base.messages import terminal_safe
 from tadsr_cli.pipeline.interrupts import graceful_interrupts, interrupted
@@ -64,6 +65,7 @@ def _error(console: Console, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    keep_freed_memory()  # torch's CPU activations are reused instead of page-faulted in at every call
     err = Console(stderr=True)
     with graceful_interrupts():
         try:

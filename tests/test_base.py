@@ -74,3 +74,17 @@ def test_out_of_memory_detection(exc, expected):
 def test_out_of_memory_message():
     assert is_out_of_memory_message("Out Of Memory")
     assert not is_out_of_memory_message("invalid argument")
+
+
+def test_keep_freed_memory_applies_on_glibc_and_respects_the_users_settings(monkeypatch):
+    import platform
+
+    from tadsr_cli.base import allocator
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert allocator.keep_freed_memory() is glibc  # applied where mallopt exists (this CI: Linux/glibc)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert allocator.keep_freed_memory() is False  # the user's own glibc tuning wins
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setattr(allocator.sys, "platform", "darwin")
+    assert allocator.keep_freed_memory() is False
