@@ -29,6 +29,7 @@ import numpy as np
 from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import InputError, OutputError
 from tadsr_cli.eval.psnr_ssim import psnr
+from tadsr_cli.pipeline.temporal_filter import warp
 
 FrameMethod = Callable[[np.ndarray], np.ndarray]  # RGB float32 [0, 1] HxWx3 -> upscaled RGB float32 [0, 1]
 TemporalProgress = Callable[[int, int | None], None]  # (frames done, total or None)
@@ -102,18 +103,6 @@ class FlowEstimator:
         err = np.sum((back + fwd_at) ** 2, axis=-1)
         tol = 0.01 * (np.sum(back**2, axis=-1) + np.sum(fwd_at**2, axis=-1)) + 0.5
         return back, err <= tol
-
-
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return gx, gy
-
-
-def warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """`img` sampled at (x + flow_x, y + flow_y) for every pixel (bilinear, edges replicated)."""
-    h, w = flow.shape[:2]
-    gx, gy = _grid(h, w)
-    return cv2.remap(img, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def resize_flow(flow: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ exponentially fading memory of the earlier ones along the motion (about 1 / (1 -
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import cv2
@@ -65,11 +66,11 @@ class TemporalStabilizer:
         smooth = cv2.GaussianBlur(lq, (0, 0), MISMATCH_BLUR)
         gray = cv2.cvtColor(np.clip(lq * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
         prev_out = self._prev_out
-        if prev_out is None or self._prev_lq is None or self._prev_gray is None or prev_out.shape != out.shape \
-                or self._prev_lq.shape != lq.shape:
+        if prev_out is None or prev_out.shape != out.shape:  # the first frame, or a new frame size
             return self._remember(smooth, gray, out)
+        assert self._prev_lq is not None and self._prev_gray is not None  # remembered with prev_out
         flow = self._flow.calc(gray, self._prev_gray, None)  # for each current pixel: where it was before
-        mismatch = np.abs(smooth - _warp(self._prev_lq, flow, cv2.INTER_LINEAR)).mean(axis=-1)
+        mismatch = np.abs(smooth - warp(self._prev_lq, flow)).mean(axis=-1)
         confidence = np.clip(1.0 - mismatch / self.tolerance, 0.0, 1.0)
         if float((confidence > 0.5).mean()) < SCENE_CUT_FRACTION:
             self.restarts += 1
@@ -78,7 +79,7 @@ class TemporalStabilizer:
         flow_hr = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
         flow_hr *= np.array([w / flow.shape[1], h / flow.shape[0]], np.float32)
         weight = cv2.resize(confidence * self.strength, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
-        past = _warp(prev_out, flow_hr, cv2.INTER_CUBIC)
+        past = warp(prev_out, flow_hr, cv2.INTER_CUBIC)
         blended = np.clip(out + weight * (past - out), 0.0, 1.0).astype(np.float32, copy=False)
         return self._remember(smooth, gray, blended)
 
@@ -87,8 +88,15 @@ class TemporalStabilizer:
         return out
 
 
-def _warp(img: np.ndarray, flow: np.ndarray, interpolation: int) -> np.ndarray:
+def warp(img: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """`img` sampled at (x + flow_x, y + flow_y) for every pixel (edges replicated)."""
-    h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = _pixel_grid(*flow.shape[:2])
     return cv2.remap(img, gx + flow[..., 0], gy + flow[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+
+@functools.lru_cache(maxsize=2)  # a video needs two sizes (input and output): built once, not twice per frame
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx.setflags(write=False)
+    gy.setflags(write=False)
+    return gx, gy

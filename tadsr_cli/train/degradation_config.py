@@ -37,7 +37,7 @@ class DegradationConfig:
 
     # ---- not in Real-ESRGAN: a share of clean inputs. Trained only on heavy degradations, a model takes the fine
     # texture of a clean input (sand, foliage, a sharp video frame) for noise and wipes it out; with probability
-    # `light_prob` a crop is instead just downscaled (random area / bilinear / bicubic) and, with `light_jpeg_prob`,
+    # `light_prob` a crop is instead just downscaled (area or anti-aliased bicubic, at random) and, with `light_jpeg_prob`,
     # JPEG-compressed at a quality in `light_jpeg_range`.
     light_prob: float = 0.0
     light_jpeg_prob: float = 0.5
