@@ -387,3 +387,12 @@ def test_light_share_is_a_clean_downscale():
     assert modes == {"area", "bicubic-aa"}
     with pytest.raises(RecipeError, match="light_prob"):
         DegradationConfig(light_prob=1.5)
+
+
+def test_training_items_say_which_inputs_are_clean(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    for prob, want in ((0.0, {False}), (1.0, {True})):
+        ds = HRFolderDataset(tmp_path, gt_size=64, scale=4, degradation=DegradationConfig(light_prob=prob), length=6)
+        assert {ds[i]["light"] for i in range(6)} == want

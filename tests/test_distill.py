@@ -427,3 +427,33 @@ def test_warm_started_student_uses_init_weights_and_the_recipe_temperature(tmp_p
     recipe_file.write_text(bad)
     with pytest.raises(Exception, match="prior_noise_scale"):
         load_recipe(recipe_file)
+
+
+def test_fidelity_loss_weights_each_crop():
+    from tadsr_cli.train.losses import fidelity_loss
+
+    x_s, x_hr = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    x_hr[1] = 3.0
+    assert fidelity_loss(x_s, x_hr, torch.tensor([1.0, 0.0])).item() == pytest.approx(0.5)  # (1 + 0) / 2
+    assert fidelity_loss(x_s, x_hr, torch.tensor([0.0, 1.0])).item() == pytest.approx(4.5)  # (0 + 9) / 2
+
+
+@pytest.mark.parametrize("light_prob, on, expect_zero", [(0.0, "light", True), (1.0, "light", False),
+                                                         (0.0, "all", False)])
+def test_fidelity_term_reaches_only_the_chosen_crops(tmp_path, hr_folder, light_prob, on, expect_zero):
+    recipe = load_recipe(SMOKE_TADSR, _overrides(
+        hr_folder, "iterations=2", "data.length=4", "log.every=1", "validation.every=0", "loss.fidelity=2",
+        f"loss.fidelity_on={on}", f"degradation.light_prob={light_prob}",
+    ))
+    result = run_recipe(recipe, tmp_path / "run", console=_quiet(), progress=False, keep_loss_history=True)
+    fid = [r["fidelity"] for r in result.losses]
+    assert all(f == 0.0 for f in fid) if expect_zero else all(f > 0.0 for f in fid), fid
+
+
+def test_fidelity_weight_is_validated(hr_folder):
+    from tadsr_cli.base.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="fidelity"):
+        load_recipe(SMOKE_TADSR, _overrides(hr_folder, "loss.fidelity=-1"))
+    with pytest.raises(RecipeError, match="fidelity_on"):
+        load_recipe(SMOKE_TADSR, _overrides(hr_folder, "loss.fidelity_on=sometimes"))

@@ -3,8 +3,9 @@
 Reproducibility: every random choice of an item (which image, crop position, flips, the whole degradation) comes
 from a generator seeded by ``(seed, epoch, index)`` alone, never from process or worker state, so any number of
 DataLoader workers, any DDP rank, and a resumed run produce the same sample for the same ``(epoch, index)``.
-Items are dicts ``{"gt": 3xHxW float32 in [-1, 1], "lq": 3x(H/s)x(W/s) in [-1, 1], "index": int, "seed": int}``;
-``seed`` is the item's 63-bit seed (a stable key, e.g. for caching teacher targets per crop).
+Items are dicts ``{"gt": 3xHxW float32 in [-1, 1], "lq": 3x(H/s)x(W/s) in [-1, 1], "index": int, "seed": int,
+"light": bool}``; ``seed`` is the item's 63-bit seed (a stable key, e.g. for caching teacher targets per crop);
+``light`` says the LQ is a clean downscale (`DegradationConfig.light_prob`), not a degraded one.
 
 The epoch lives in a shared-memory tensor: `set_epoch` in the main process is seen by DataLoader workers that
 already exist (``persistent_workers=True``), as long as it is called before the epoch's iterator is created.
@@ -187,8 +188,9 @@ class HRFolderDataset(_EpochMixin, Dataset):
         crop = random_crop(img, self.gt_size, rng)
         (crop,) = random_augment([crop], rng, self.use_hflip, self.use_rot)
         gt = to_float01(crop)
-        lq = degrade(gt, rng, self.degradation)
-        return {"gt": to_tensor(gt), "lq": to_tensor(lq), "index": int(index), "seed": seed}
+        drawn: dict[str, Any] = {}
+        lq = degrade(gt, rng, self.degradation, log=drawn)
+        return {"gt": to_tensor(gt), "lq": to_tensor(lq), "index": int(index), "seed": seed, "light": "light" in drawn}
 
 
 class PairedFolderDataset(_EpochMixin, Dataset):
@@ -287,7 +289,7 @@ class PairedFolderDataset(_EpochMixin, Dataset):
             y, x = int(rng.integers(0, lh - ls + 1)), int(rng.integers(0, lw - ls + 1))
             lq, gt = lq[y : y + ls, x : x + ls], gt[y * s : (y + ls) * s, x * s : (x + ls) * s]
         lq, gt = random_augment([lq, gt], rng, self.use_hflip, self.use_rot)
-        return {"gt": to_tensor(gt), "lq": to_tensor(lq), "index": int(index), "seed": seed}
+        return {"gt": to_tensor(gt), "lq": to_tensor(lq), "index": int(index), "seed": seed, "light": False}
 
 
 class ValidationSet(Dataset):
@@ -341,12 +343,14 @@ class ValidationSet(Dataset):
                 img = img[: img.shape[0] // s * s, : img.shape[1] // s * s]
             seed = item_seed(self.seed, _STREAM_VAL, zlib.crc32(path.name.encode("utf-8")))
             gt = to_float01(img)
-            lq = degrade(gt, np.random.default_rng(seed), self.degradation)
+            drawn: dict[str, Any] = {}
+            lq = degrade(gt, np.random.default_rng(seed), self.degradation, log=drawn)
             item = {
                 "gt": to_tensor(gt),
                 "lq": to_tensor(lq),
                 "index": int(index),
                 "seed": seed,
+                "light": "light" in drawn,
                 "name": path.name,
             }
             self._items[index] = item

@@ -215,5 +215,7 @@ def degrade(
     if not isinstance(cfg, DegradationConfig):
         cfg = DegradationConfig.from_dict(cfg)
     if cfg.kind == "bicubic":
+        if log is not None:
+            log["light"] = {"mode": "bicubic-aa", "jpeg": None}  # a clean input, as `light_prob` makes
         return bicubic_degrade(hr, cfg)
     return realesrgan_degrade(hr, rng, cfg, log=log)

@@ -44,6 +44,7 @@ from tadsr_cli.train.loop import train
 from tadsr_cli.train.losses import (
     d_hinge_loss,
     discriminator_stats,
+    fidelity_loss,
     g_hinge_loss,
     hfsd_loss,
     regression_loss,
@@ -98,7 +99,7 @@ def load_teacher(recipe: Recipe, device: torch.device, console: Console | None =
 
 class DistillTask(TrainTask):
     kind = "tadsr"
-    loss_names = ["g_total", "reg", "hfsd", "gan_g", "d_loss", "d_real", "d_fake", "d_gap", "d_acc",
+    loss_names = ["g_total", "reg", "hfsd", "gan_g", "fidelity", "d_loss", "d_real", "d_fake", "d_gap", "d_acc",
                   "d_acc_lo", "d_acc_hi"]
     # D is "learning" when real beats fake on clearly more than half of the pairs (same t and noise).
     D_ACC_WARN = 0.6
@@ -243,7 +244,12 @@ class DistillTask(TrainTask):
         n_d = torch.randn(y.shape, generator=gen).to(self.device)
         t_h = self.hfsd_ts[torch.randint(0, len(self.hfsd_ts), (B,), generator=gen)].to(self.device)
         n_h = torch.randn(y.shape, generator=gen).to(self.device)
+        if self.recipe.loss.fidelity_on == "all":
+            fid_w = torch.ones(B, device=self.device)
+        else:
+            fid_w = torch.as_tensor(batch.get("light", [False] * B), dtype=torch.float32).to(self.device)
         return {
+            "fid_w": fid_w,
             "lq": lq,
             "x0": x0,
             "y": y,
@@ -336,6 +342,10 @@ class DistillTask(TrainTask):
                     )
                     total = total + w.hfsd * l_hfsd
                     logs["hfsd"] += l_hfsd.detach() / n
+                if w.fidelity > 0:
+                    l_fid = fidelity_loss(x_s, p["x0"], p["fid_w"])
+                    total = total + w.fidelity * l_fid
+                    logs["fidelity"] += l_fid.detach() / n
                 if self.disc is not None and step >= w.gan_start:
                     l_gan = g_hinge_loss(self._disc(x_s, p))
                     total = total + w.gan * l_gan

@@ -42,6 +42,12 @@ def regression_loss(x_s: Tensor, x_tch: Tensor) -> Tensor:
     return F.mse_loss(x_s.float(), x_tch.detach().float())
 
 
+def fidelity_loss(x_s: Tensor, x_hr: Tensor, weight: Tensor) -> Tensor:
+    """Per-crop latent MSE to the ground truth, times ``weight`` (B,) (0 drops a crop), averaged over the batch."""
+    per_crop = (x_s.float() - x_hr.detach().float()).pow(2).flatten(1).mean(1)
+    return (per_crop * weight.to(per_crop)).mean()
+
+
 @torch.no_grad()
 def hfsd_gradient(
     x_s: Tensor,

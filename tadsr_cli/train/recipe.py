@@ -16,7 +16,7 @@
     degradation: {...}               # `DegradationConfig` keys (Real-ESRGAN second order by default)
     optim: {g: {lr, betas, weight_decay, warmup, grad_clip}, d: {...}, lr_schedule: constant}
     loss: {reg: 1, hfsd: 1, gan: 0.02, hfsd_mode: tadsr, hfsd_timesteps: [0, 1, 2], disc_timesteps: null,
-           gan_start: 0}
+           gan_start: 0, fidelity: 0, fidelity_on: light}
     discriminator: {blocks: null, middle: true, hidden: 128, time_dim: 128, kernel: 9}
     iterations: 30000
     batch: 64                        # global batch per iteration (all processes, all accumulation steps)
@@ -277,7 +277,7 @@ def _semantic_checks(r: Recipe, lines: KeyLines) -> None:
             fail(("optim", which), "warmup and weight_decay must be >= 0")
         if o.grad_clip is not None and o.grad_clip <= 0:
             fail(("optim", which, "grad_clip"), f"must be > 0 or null, got {o.grad_clip}")
-    for key in ("reg", "hfsd", "gan"):
+    for key in ("reg", "hfsd", "gan", "fidelity"):
         if getattr(r.loss, key) < 0:
             fail(("loss", key), "loss weights must be >= 0")
     if not r.loss.hfsd_timesteps:
@@ -288,7 +288,7 @@ def _semantic_checks(r: Recipe, lines: KeyLines) -> None:
         fail(("loss", "disc_timesteps"), f"must be [lo, hi] with lo <= hi, got {r.loss.disc_timesteps}")
     if r.loss.gan_start < 0:
         fail(("loss", "gan_start"), f"must be >= 0, got {r.loss.gan_start}")
-    if r.kind == "tadsr" and r.loss.reg + r.loss.hfsd + r.loss.gan == 0:
+    if r.kind == "tadsr" and r.loss.reg + r.loss.hfsd + r.loss.gan + r.loss.fidelity == 0:
         fail(("loss",), "all loss weights are zero")
     d = r.data
     if d.hr is None and (d.lq is None or d.gt is None):

@@ -74,6 +74,10 @@ class LossSection:
     hfsd_timesteps: list[int] = field(default_factory=lambda: [0, 1, 2])
     disc_timesteps: list[int] | None = None  # [lo, hi] inclusive; None: [0, T-2]
     gan_start: int = 0  # iterations the discriminator trains alone before the student sees its loss
+    # Fidelity: latent MSE between the student's output and the ground truth's latent. Not a TAD-SR loss: the teacher
+    # bounds the student wherever it is wrong, and on clean inputs it invents texture the photo does not have.
+    fidelity: float = 0.0
+    fidelity_on: Literal["light", "all"] = "light"  # light: only crops from `degradation.light_prob`
 
 
 @dataclass
