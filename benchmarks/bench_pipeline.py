@@ -5,8 +5,10 @@
   with `--tile 0` on torch and on ONNX Runtime, with the pre-auto default (`--backend torch --precision fp32
   --tile 128 --tile-overlap 16`, tile-local norms) and with explicit 128 px tiles (whole-image norms). Each row
   has the end-to-end time (best of `--repeats`; with `--threads 1` process CPU time, which other jobs on a shared
-  machine barely change), the network alone on the very same tile batches
-  (`Upscaler.batch_inputs` -> `engine.run`) and their ratio, and the default colour fix on top.
+  machine barely change), the network alone on the very same tile batches with the same norms
+  (`Upscaler.network_call`: explicit tiles run in lockstep with whole-image norms) and their ratio, and the default
+  colour fix on top. The whole-image-norms row also gives the network with tile-local norms on those tiles: what
+  the exact norms cost.
 * `quality`: PSNR of `--tile 64` and `--tile 128` against `--tile 0` on real photos (held-out + realset65).
 * `rss_960x540`: peak RSS of a fresh process that upscales a 960 x 540 PNG end to end with the defaults.
 
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -114,13 +117,14 @@ def speed(size: int, repeats: int) -> dict:
         engine = up.engine
         e2e = best_time(lambda up=up: up.upscale(img), repeats)
         result = up.upscale(img)
-        inputs = up.batch_inputs(img)
-        model_only = best_time(lambda engine=engine, inputs=inputs: [engine.run(lq, nz) for lq, nz in inputs],
-                               repeats)
+        model_only = best_time(up.network_call(img), repeats)
         row = {"backend": engine.name, "precision": getattr(engine, "precision", "fp32"), "tile": up.current_tile,
-               "tiles": sum(int(lq.shape[0]) for lq, _ in inputs), "seconds": round(e2e, 3),
+               "tiles": len(up.grid(*img.shape[:2]).tiles), "seconds": round(e2e, 3),
                "model_only_seconds": round(model_only, 3),
                "end_to_end_vs_model_only": round(model_only / e2e, 3)}
+        if tiles.whole_image_norms and isinstance(tiles.tile, int) and tiles.tile > 0:
+            local = build(backend, precision, dataclasses.replace(tiles, whole_image_norms=False))
+            row["model_only_tile_local_norms_seconds"] = round(best_time(local.network_call(img), repeats), 3)
         if label == "default":
             ref = result
             fixed = build(backend, precision, tiles, color_fix="wavelet")

@@ -155,6 +155,32 @@ def test_models_are_unchanged_after_a_lockstep_run():
     assert sum(isinstance(mod, torch.nn.GroupNorm) for mod in model.modules()) > 0
 
 
+@pytest.mark.parametrize("norms", [True, False], ids=["lockstep", "tile-local"])
+def test_network_call_runs_the_engine_as_upscale_does(norms):
+    """Benchmarks time `network_call` as "the network alone": same batches, inputs and norm mode as `upscale`."""
+    model = random_model(tiny_test_config())
+    engine = create_engine("torch", model, device="cpu")
+    img = np.random.default_rng(0).random((40, 40, 3), dtype=np.float32)
+    up = Upscaler(engine, TileOptions(tile=16, overlap=8, batch=3, whole_image_norms=norms), seed=5)
+    calls: list[tuple] = []
+    real_run = type(engine).run
+
+    def recording_run(self, lq, noise, **kw):
+        calls.append((lq.numpy().tobytes(), noise.numpy().tobytes(), "norms" in kw))
+        return real_run(self, lq, noise, **kw)
+
+    type(engine).run = recording_run
+    try:
+        up.upscale(img)
+        by_upscale = sorted(calls)
+        calls.clear()
+        up.network_call(img)()
+    finally:
+        type(engine).run = real_run
+    assert len(by_upscale) == 3 and sorted(calls) == by_upscale  # 9 tiles in batches of 3
+    assert all(c[2] == norms for c in calls)
+
+
 # ---- the shipped model on real photos ---------------------------------------------------------------------------
 def _photos() -> list[tuple[str, np.ndarray]]:
     if not DATA.is_dir():

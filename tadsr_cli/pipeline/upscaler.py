@@ -235,12 +235,27 @@ class Upscaler:
         np.clip(out, 0.0, 1.0, out=out)
         return out
 
-    def batch_inputs(self, rgb: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The engine inputs `(lq, noise)` of every tile batch `upscale(rgb)` runs (benchmarks time the network
-        alone on the very same tiles with them)."""
+    def network_call(self, rgb: np.ndarray) -> Callable[[], None]:
+        """A call that runs the engine alone on exactly what `upscale(rgb)` gives it: the same tile batches and
+        inputs, with whole-image norms in lockstep where `upscale` would use them; no blending, no output.
+        Benchmarks time it against `upscale` to see what the pipeline around the network costs."""
         lq = pad_to_multiple(np.ascontiguousarray(rgb, dtype=np.float32), self.multiple) * 2.0 - 1.0
         g = self.grid(rgb.shape[0], rgb.shape[1])
-        return [self._inputs(lq, group) for group in self._batches(g.tiles)]
+        batches = self._batches(g.tiles)
+        inputs = [self._inputs(lq, group) for group in batches]
+        lockstep = self._lockstep_engine(g)
+        owned = [[g.owned_rect(t) for t in group] for group in batches]
+        sizes = [(group[0].h, group[0].w) for group in batches]
+
+        def run() -> None:
+            if lockstep is None:
+                for lq_b, nz_b in inputs:
+                    self.engine.run(lq_b, nz_b)
+                return
+            with lockstep.whole_image_norms():
+                run_lockstep(owned, sizes, lambda i, norms: lockstep.run(*inputs[i], norms=norms))
+
+        return run
 
     def _batches(self, tiles: list[Tile]) -> list[list[Tile]]:
         """Tiles in model calls of at most `batch`; tiles of one call share a size (edge tiles can differ)."""
