@@ -126,17 +126,18 @@ def test_runner_skips_fails_and_goes_on(tmp_path):
             raise ValueError("broken\nfile")
         job.dst.write_bytes(b"new")
 
-    res = run_jobs(jobs, process, prepare=lambda: prepared.append(1))
-    assert [r.status for r in res] == ["done", "failed", "skipped", "done", "failed"]
+    jobs.append(Job(tmp_path / "clip.in", tmp_path / "clip.mp4", kind="video"))
+    res = run_jobs(jobs, process, prepare=prepared.append)
+    assert [r.status for r in res] == ["done", "failed", "skipped", "done", "failed", "done"]
     assert res[1].message == "ValueError: broken file"  # one line
     assert "would also be written" in res[4].message
-    assert prepared == [1]
+    assert prepared == ["image", "video"]  # once per kind: a video may have its own default model
     assert (tmp_path / "exists.png").read_bytes() == b"old"
     res = run_jobs(jobs[2:3], process, overwrite=True)
     assert res[0].status == "done" and (tmp_path / "exists.png").read_bytes() == b"new"
     # nothing to do: the model is never prepared
     prepared.clear()
-    run_jobs(jobs[2:3], process, prepare=lambda: prepared.append(1))
+    run_jobs(jobs[2:3], process, prepare=prepared.append)
     assert prepared == []
 
 

@@ -195,6 +195,7 @@ def test_models_list_fits_80_columns_and_info_has_the_details():
     assert res.exit_code == 0, res.output
     assert max(len(line) for line in res.output.splitlines()) <= 80
     assert "tadsr-tiny-x4 (default)" in res.output and "models info NAME" in res.output
+    assert "tadsr-tiny-x4-video (video default)" in res.output
     res = runner.invoke(app, ["models", "info", "sinsr-v1"], terminal_width=200)
     assert res.exit_code == 0 and "SinSR_v1.pth" in res.output and "tadsr models pull sinsr-v1" in res.output
     res = runner.invoke(app, ["models", "info", "default"], terminal_width=200)

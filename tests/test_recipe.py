@@ -103,6 +103,13 @@ def test_embedded_recipes_chain_into_each_other():
     assert teacher_b.degradation_config().light_prob == final.degradation_config().light_prob == 0.3
     assert load("tadsr-tiny-x4-teacher").degradation_config().light_prob == stage2.degradation_config().light_prob == 0
     assert final.teacher_cache != stage2.teacher_cache  # another teacher: its targets must not mix
+    # The video student is stage 3 plus the fidelity term: same start, teacher, data, seed and teacher targets.
+    video = load("tadsr-tiny-x4-video")
+    assert (video.model.teacher, video.model.init, video.teacher_cache, video.seed, video.iterations) == (
+        final.model.teacher, final.model.init, final.teacher_cache, final.seed, final.iterations)
+    assert video.degradation_config() == final.degradation_config()
+    assert video.loss.fidelity > 0 == final.loss.fidelity and video.loss.fidelity_on == "light"
+    assert video.name == "tadsr-tiny-x4-video" and video.output_dir != final.output_dir
 
 
 def test_unknown_top_level_key_names_key_and_line(tmp_path):

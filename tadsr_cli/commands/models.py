@@ -39,8 +39,9 @@ def _short(description: str) -> str:
 
 def list_models() -> None:
     """Show the embedded default and the released checkpoints (details: `tadsr models info NAME`)."""
-    rows = [(entry.name + (" (default)" if entry.name == registry.DEFAULT_MODEL_NAME else ""), str(entry.steps),
-             _status(entry), _short(entry.description)) for entry in registry.REGISTRY.values()]
+    role = {registry.default_model_for("image"): " (default)", registry.default_model_for("video"): " (video default)"}
+    rows = [(entry.name + role.get(entry.name, ""), str(entry.steps), _status(entry), _short(entry.description))
+            for entry in registry.REGISTRY.values()]
     console = Console()
     widths = [max(len(header), *(len(r[i]) for r in rows)) for i, header in enumerate(("name", "steps", "status"))]
     # The first three columns are never shortened; the description gives way (3 = a column's padding + rule).

@@ -316,7 +316,8 @@ class ModelSettings:
 
 
 def model_method(model: str | None, settings: ModelSettings | None = None) -> tuple[str, FrameMethod]:
-    """(label, frame method) for `--model` (None = the embedded default): what `tadsr upscale clip.mp4` runs.
+    """(label, frame method) for `--model` (None or "default": the embedded video default): what
+    `tadsr upscale clip.mp4` runs.
 
     The pipeline `Upscaler` on one engine with one noise field per seed for every frame, the colour fix and the
     motion-compensated temporal smoothing; the method keeps state, so frames must come in order.
@@ -331,6 +332,8 @@ def model_method(model: str | None, settings: ModelSettings | None = None) -> tu
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
     s = settings or ModelSettings()
+    if model is None or model == registry.DEFAULT_ALIAS:
+        model = registry.default_model_for("video")
     steps = s.steps or registry.default_steps(model) or 1
     device = resolve_device(s.device)
     engine = create_engine("torch", registry.resolve_model(model, device="cpu"), device=str(device),
@@ -344,5 +347,5 @@ def model_method(model: str | None, settings: ModelSettings | None = None) -> tu
     smoothing = VIDEO_TEMPORAL_SMOOTHING if s.temporal_smoothing is None else s.temporal_smoothing
     if smoothing > 0:
         upscaler = TemporalStabilizer(upscaler, smoothing)
-    label = Path(model).stem if model and Path(model).suffix == ".safetensors" else (model or registry.DEFAULT_ALIAS)
+    label = Path(model).stem if Path(model).suffix == ".safetensors" else model
     return f"{label} ({steps} step{'s' if steps != 1 else ''})", upscaler.upscale

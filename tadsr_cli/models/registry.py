@@ -23,7 +23,8 @@ RESSHIFT_RELEASE = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0"
 SINSR_RELEASE = "https://github.com/wyf0912/SinSR/releases/download/v1.0"
 DEFAULT_MODEL_NAME = "tadsr-tiny-x4"
 TEACHER_MODEL_NAME = "tadsr-tiny-x4-teacher"
-DEFAULT_ALIAS = "default"  # `--model default` names the embedded default everywhere a model is accepted
+VIDEO_MODEL_NAME = "tadsr-tiny-x4-video"
+DEFAULT_ALIAS = "default"  # `--model default`: the embedded default for the input's kind (`default_model_for`)
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
@@ -70,6 +71,14 @@ REGISTRY: dict[str, RegistryEntry] = {
             steps=1,
             make_config=ModelConfig,  # real config comes from the file's metadata
             embedded_file=f"{DEFAULT_MODEL_NAME}.safetensors",
+        ),
+        RegistryEntry(
+            name=VIDEO_MODEL_NAME,
+            description="Embedded default for video: the student trained for fidelity on clean inputs "
+            "(recipes/tadsr-tiny-x4-video.yaml)",
+            steps=1,
+            make_config=ModelConfig,
+            embedded_file=f"{VIDEO_MODEL_NAME}.safetensors",
         ),
         RegistryEntry(
             name=TEACHER_MODEL_NAME,
@@ -123,6 +132,14 @@ def model_path(entry: RegistryEntry) -> Path:
 
 def is_available(entry: RegistryEntry) -> bool:
     return model_path(entry).is_file()
+
+
+def default_model_for(kind: str) -> str:
+    """The embedded model that `--model` left out (or `default`) means for an "image" or a "video" input.
+
+    Video gets its own student: a moving picture shows invented texture as crawling detail and every frame is
+    compared with its neighbours, so it is trained to follow clean inputs closely (README, "Video")."""
+    return VIDEO_MODEL_NAME if kind == "video" else DEFAULT_MODEL_NAME
 
 
 def resolve_model_path(name_or_path: str | Path | None) -> Path:

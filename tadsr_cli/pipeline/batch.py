@@ -250,19 +250,19 @@ def run_jobs(
     process: Callable[[Job], dict[str, Any] | None],
     *,
     overwrite: bool = False,
-    prepare: Callable[[], None] | None = None,
+    prepare: Callable[[Kind], None] | None = None,
     on_start: Callable[[Job, int, int], None] | None = None,
     on_result: Callable[[FileResult, int, int], None] | None = None,
     on_error: Callable[[Job, BaseException], None] | None = None,
 ) -> list[FileResult]:
     """Run `process(job)` for each job; skip existing outputs unless `overwrite`; never stop on a failure.
 
-    `prepare()` runs once before the first job that needs work (model loading); its errors are fatal (they
-    propagate). `on_error(job, exc)` sees each per-file exception (tracebacks with --debug).
+    `prepare(kind)` runs once per job kind ("image", "video": each may have its own model), before the first job
+    of that kind that needs work (model loading); its errors are fatal (they propagate). `on_error(job, exc)` sees each per-file exception (tracebacks with --debug).
     Raises `Interrupted` (with the results so far) on KeyboardInterrupt.
     """
     results: list[FileResult] = []
-    prepared = False
+    prepared: set[str] = set()
     claimed: dict[Path, Path] = {}
     total = len(jobs)
     for i, job in enumerate(jobs):
@@ -275,10 +275,10 @@ def run_jobs(
             if on_result:
                 on_result(res, i, total)
             continue
-        if not prepared:
+        if job.kind not in prepared:
             if prepare is not None:
-                prepare()
-            prepared = True
+                prepare(job.kind)
+            prepared.add(job.kind)
         if on_start:
             on_start(job, i, total)
         t0 = time.perf_counter()

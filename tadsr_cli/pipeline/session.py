@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 UnitProgress = Callable[[str], Callable[[int, int | None], None]]  # unit ("tile"/"frame") -> callback(done, total)
 
 
-def model_steps(settings: ModelSettings, model_path: Path) -> int:
-    """The sampling steps to run: `--steps`, else what the model is meant for; 1 or the model's T only."""
+def model_steps(settings: ModelSettings, model_path: Path, model: str | None = None) -> int:
+    """The sampling steps to run `model` (default: `settings.model`) with: `--steps`, else what the model is meant
+    for; 1 or the model's T only."""
     total = read_model_config(model_path).schedule.steps
-    steps = settings.steps if settings.steps is not None else (registry.default_steps(settings.model) or 1)
+    name = settings.model if model is None else model
+    steps = settings.steps if settings.steps is not None else (registry.default_steps(name) or 1)
     if steps not in (1, total):
         raise ConfigError(f"--steps {steps}: use 1 (one-step) or {total} (this model's schedule)")
     return steps
@@ -55,35 +57,50 @@ def build_upscaler(settings: ModelSettings, tiles: TileOptions, model_path: Path
 
 
 class Session:
-    """Model header first (cheap: validates --model and --steps), the model and engine on first real work."""
+    """Model headers first (cheap: validates --model and --steps), each model and engine on first real work.
+
+    Images and videos may run different models (`ModelSettings.model_for`: without --model a video gets the
+    embedded video student); inputs of both kinds that name the same model share one engine."""
+
+    KINDS = ("image", "video")
 
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
-        self.upscaler: Any = None
-        self.model_path = registry.resolve_model_path(settings.model.model)
+        m = settings.model
+        self.model_paths = {kind: registry.resolve_model_path(m.model_for(kind)) for kind in self.KINDS}
+        self.steps = {kind: model_steps(m, self.model_paths[kind], m.model_for(kind)) for kind in self.KINDS}
+        self.model_path = self.model_paths["image"]
         self.config = read_model_config(self.model_path)
-        self.steps = model_steps(settings.model, self.model_path)
+        self._upscalers: dict[tuple[Path, int], Any] = {}
 
     @property
     def scale(self) -> float:
         outscale = self.settings.image.outscale
         return outscale if outscale is not None else float(self.config.scale)
 
-    def prepare(self) -> None:
-        if self.upscaler is None:
+    def prepare(self, kind: str = "image") -> None:
+        self.upscaler_for(kind)
+
+    def upscaler_for(self, kind: str) -> Any:
+        """The upscaler of `kind`'s model (built on first use, shared by kinds with the same model)."""
+        key = (self.model_paths[kind], self.steps[kind])
+        if key not in self._upscalers:
             s = self.settings
-            self.upscaler = build_upscaler(s.model, s.tiles, self.model_path, self.steps, s.color_fix)
+            self._upscalers[key] = build_upscaler(s.model, s.tiles, key[0], key[1], s.color_fix)
+        return self._upscalers[key]
 
     def resume_key(self) -> str:
         """What decides a video's pixels besides the video options; a run is resumed only when it matches."""
-        st = self.model_path.stat()
+        path = self.model_paths["video"]
+        st = path.stat()
         m = self.settings.model
-        return (f"{self.model_path.resolve()}:{st.st_size}:{st.st_mtime_ns}|{m.backend}|{m.precision}|{m.seed}|"
-                f"{self.steps}|{m.sampler}|{self.settings.tiles}|{self.settings.color_fix}|"
+        return (f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}|{m.backend}|{m.precision}|{m.seed}|"
+                f"{self.steps['video']}|{m.sampler}|{self.settings.tiles}|{self.settings.color_fix}|"
                 f"{m.noise_scale_for('video')}|{self.settings.temporal_smoothing}")
 
     def process(self, job: Job, progress: UnitProgress) -> dict[str, Any]:
-        self.upscaler.noise_scale = self.settings.model.noise_scale_for(job.kind)
+        upscaler = self.upscaler_for(job.kind)
+        upscaler.noise_scale = self.settings.model.noise_scale_for(job.kind)
         if job.kind == "video":
             video = video_module()
             if video is None:
@@ -91,13 +108,12 @@ class Session:
             # Resumable: an interrupted video continues from its last finished segment; --overwrite starts over.
             options = video.VideoOptions(**self.settings.video, outscale=self.settings.image.outscale, resume=True,
                                          restart=self.settings.output.overwrite, resume_key=self.resume_key())
-            upscaler = self.upscaler
             if self.settings.temporal_smoothing > 0:  # one filter per video: no memory across files
                 upscaler = TemporalStabilizer(upscaler, self.settings.temporal_smoothing)
             rep = video.upscale_video(job.src, job.dst, upscaler, options, progress=progress("frame"))
             return {"frames": rep.frames_out, "fps": rep.fps, "out_size": list(rep.out_size),
                     "resumed_frames": rep.resumed_frames}
-        res = image_io.upscale_image(job.src, job.dst, self.upscaler, self.settings.image, progress=progress("tile"))
+        res = image_io.upscale_image(job.src, job.dst, upscaler, self.settings.image, progress=progress("tile"))
         return {"out_size": list(res.out_size)}
 
 

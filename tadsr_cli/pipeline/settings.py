@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from tadsr_cli.base.errors import ConfigError
+from tadsr_cli.models import registry
 from tadsr_cli.pipeline.batch import DEFAULT_NAME, check_template, video_extensions
 from tadsr_cli.pipeline.color_fix import COLOR_FIXES, DEFAULT_COLOR_FIX
 from tadsr_cli.pipeline.image_io import ImageOptions, normalize_ext
@@ -71,7 +72,7 @@ VIDEO_TEMPORAL_SMOOTHING = 0.7
 class ModelSettings:
     """Which model runs, on what, how: shared by `upscale`, `batch` and `eval`."""
 
-    model: str | None = None  # None / "default": the embedded default
+    model: str | None = None  # None / "default": the embedded default for the input's kind (`model_for`)
     backend: str = "auto"
     device: str = "auto"
     precision: str = "auto"
@@ -79,6 +80,12 @@ class ModelSettings:
     steps: int | None = None  # None: what the model is meant for
     sampler: str = "deterministic"
     noise_scale: float | None = None  # None (auto): IMAGE_NOISE_SCALE for images, VIDEO_NOISE_SCALE for video
+
+    def model_for(self, kind: str) -> str:
+        """The model name or file that runs an "image" or a "video" input."""
+        if self.model is None or self.model == registry.DEFAULT_ALIAS:
+            return registry.default_model_for(kind)
+        return self.model
 
     def noise_scale_for(self, kind: str) -> float:
         """The prior-noise temperature (x the model's own) for an image or a video."""
