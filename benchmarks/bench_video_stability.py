@@ -64,7 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photo", type=Path, action="append", default=None,
                         help="photo to pan over (repeatable; default: three held-out photos)")
-    parser.add_argument("--model", action="append", default=None, help="model name or file (default: the embedded)")
+    parser.add_argument("--model", action="append", default=None,
+                        help="model name or file (default: the embedded video default, as `tadsr upscale clip.mp4`)")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--size", type=int, default=256, help="original frame side (multiple of 64)")
     parser.add_argument("--seed", type=int, default=0)

@@ -5,10 +5,13 @@
 #                                                                          -> benchmarks/results/heldout-teacher/
 #   the embedded default (full TAD-SR, recipes/tadsr-tiny-x4.yaml) and its ablations from the same warm start,
 #   data, seed and iterations: regression only and without the discriminator (the `--set` lines in that recipe),
-#   beside bicubic                                                         -> benchmarks/results/heldout-students/
-#   clean (bicubic-downscaled) LR: bicubic, Real-ESRGAN x4plus, teacher 15 steps, default, regression only
-#                                                                          -> benchmarks/results/heldout-clean/
-#   seed-to-seed distance and video flicker (three camera pans)            -> benchmarks/results/*.json
+#   and the video default (the same + fidelity, recipes/tadsr-tiny-x4-video.yaml), beside bicubic
+#                                                                          -> benchmarks/results/heldout-students/
+#   clean (bicubic-downscaled) LR: bicubic, Real-ESRGAN x4plus, teacher 15 steps, default, regression only,
+#   video default                                                          -> benchmarks/results/heldout-clean/
+#   seed-to-seed distance; video flicker and PSNR on three camera pans with the video default and the image
+#   default at video settings, and the video default without temporal smoothing
+#                                                                          -> benchmarks/results/*.json
 # The ablation models are read from runs/ (train them first with the recipe's ablation lines).
 # Usage: bash benchmarks/eval_embedded.sh   (from the repository root, with .venv set up)
 set -euo pipefail
@@ -23,12 +26,14 @@ cp runs/tadsr-tiny-x4-reg/model.safetensors runs/ablations/regression-only.safet
 cp runs/tadsr-tiny-x4-nod/model.safetensors runs/ablations/without-D.safetensors
 "$BIN/tadsr" eval --lq "$SETS/lq_realesrgan" --gt "$SETS/gt" --baseline bicubic \
   --model default --model runs/ablations/regression-only.safetensors --model runs/ablations/without-D.safetensors \
-  -o benchmarks/results/heldout-students
+  --model tadsr-tiny-x4-video -o benchmarks/results/heldout-students
 "$BIN/tadsr" eval --lq "$SETS/lq_bicubic" --gt "$SETS/gt" --baseline bicubic,realesrgan \
   --model default --model tadsr-tiny-x4-teacher --model runs/ablations/regression-only.safetensors \
-  -o benchmarks/results/heldout-clean
+  --model tadsr-tiny-x4-video -o benchmarks/results/heldout-clean
 "$BIN/python" benchmarks/compare_methods.py benchmarks/results/heldout-students/report.json \
   --a "tadsr-tiny-x4 (1 step)" --b "regression-only (1 step)" > benchmarks/results/full_vs_regression_only.json
 "$BIN/python" benchmarks/bench_seed_distance.py --model default > benchmarks/results/seed_distance.json
-"$BIN/python" benchmarks/bench_video_stability.py > benchmarks/results/video_stability.json
+"$BIN/python" benchmarks/bench_video_stability.py --model default --model tadsr-tiny-x4 \
+  > benchmarks/results/video_stability.json
+"$BIN/python" benchmarks/bench_video_stability.py --temporal-smoothing 0 > benchmarks/results/video_stability_no_smoothing.json
 cat benchmarks/results/seed_distance.json

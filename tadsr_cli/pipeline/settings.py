@@ -62,9 +62,10 @@ def resolve_precision(precision: str, device: torch.device, backend: str, steps:
 IMAGE_NOISE_SCALE = 1.0
 VIDEO_NOISE_SCALE = 0.5
 # Motion-compensated blending of each video frame with the previous output (`pipeline.temporal_filter`), on top of
-# the halved noise. With both, a camera pan over three held-out photos flickers less than the original frames
-# (warping error 2.53 / 0.39 / 0.42 against 3.43 / 1.37 / 0.46; without smoothing 6.61 / 0.89 / 0.93) and PSNR-Y
-# rises 0.06-0.37 dB; 0.5 left two clips above the original's flicker (3.56, 0.56) (README, "Video").
+# the halved noise. With both, the video default on a camera pan over three held-out photos flickers less than the
+# original frames (warping error 2.15 / 0.42 / 0.36 against 3.43 / 1.37 / 0.46; frames on their own 5.84 / 1.03 /
+# 0.74) at slightly higher PSNR-Y; with the image default, 0.5 left two clips above the original's flicker
+# (README, "Video").
 VIDEO_TEMPORAL_SMOOTHING = 0.7
 
 
