@@ -4,8 +4,8 @@
   default settings (`--backend auto --tile auto --precision auto`),
   with `--tile 0` on torch and on ONNX Runtime, with the pre-auto default (`--backend torch --precision fp32
   --tile 128 --tile-overlap 16`, tile-local norms) and with explicit 128 px tiles (whole-image norms). Each row
-  has the end-to-end time (best of `--repeats`; with `--threads 1` process CPU time, which other jobs on a shared
-  machine barely change), the network alone on the very same tile batches with the same norms
+  has the end-to-end time (best of `--repeats` rounds; each row in a fresh process per round, the rows taking
+  turns; with `--threads 1` process CPU time, which other jobs on a shared machine barely change), the network alone on the very same tile batches with the same norms
   (`Upscaler.network_call`: explicit tiles run in lockstep with whole-image norms) and their ratio, and the default
   colour fix on top. The whole-image-norms row also gives the network with tile-local norms on those tiles: what
   the exact norms cost.
@@ -89,49 +89,84 @@ def build(backend: str, precision: str, tiles, color_fix: str = "none"):
     return up if color_fix == "none" else ColorFixedUpscaler(up, color_fix)
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up (kernels, caches, memory probe)
-    times = []
+def best_times(fns: dict, repeats: int) -> dict:
+    """Best time of each callable over `repeats` rounds, the callables taking turns within a round."""
+    for fn in fns.values():
+        fn()  # warm-up (kernels, caches, memory probe)
+    best = {key: float("inf") for key in fns}
     for _ in range(repeats):
-        t0 = CLOCK()
-        fn()
-        times.append(CLOCK() - t0)
-    return min(times)
+        for key, fn in fns.items():
+            t0 = CLOCK()
+            fn()
+            best[key] = min(best[key], CLOCK() - t0)
+    return best
 
 
-def speed(size: int, repeats: int) -> dict:
+def speed_rows():
     from tadsr_cli.pipeline.upscaler import TileOptions
 
-    img = photo("train-hr/Dragonfly_by_Bolly.jpg", 2, (size, size))
-    rows = {
+    return {
         "default": ("auto", "auto", TileOptions()),
         "torch_tile0": ("torch", "auto", TileOptions(tile=0)),
         "onnx_tile0": ("onnx", "auto", TileOptions(tile=0)),
         "old_default": ("torch", "fp32", TileOptions(tile=128, overlap=16, whole_image_norms=False)),
         "tile128_whole_image_norms": ("auto", "auto", TileOptions(tile=128, overlap=16)),
     }
-    out: dict = {"lq_size": list(img.shape[:2])}
-    ref = None
-    for label, (backend, precision, tiles) in rows.items():
-        up = build(backend, precision, tiles)
-        engine = up.engine
-        e2e = best_time(lambda up=up: up.upscale(img), repeats)
-        result = up.upscale(img)
-        model_only = best_time(up.network_call(img), repeats)
-        row = {"backend": engine.name, "precision": getattr(engine, "precision", "fp32"), "tile": up.current_tile,
-               "tiles": len(up.grid(*img.shape[:2]).tiles), "seconds": round(e2e, 3),
-               "model_only_seconds": round(model_only, 3),
-               "end_to_end_vs_model_only": round(model_only / e2e, 3)}
-        if tiles.whole_image_norms and isinstance(tiles.tile, int) and tiles.tile > 0:
-            local = build(backend, precision, dataclasses.replace(tiles, whole_image_norms=False))
-            row["model_only_tile_local_norms_seconds"] = round(best_time(local.network_call(img), repeats), 3)
-        if label == "default":
-            ref = result
-            fixed = build(backend, precision, tiles, color_fix="wavelet")
-            row["with_color_fix_seconds"] = round(best_time(lambda fixed=fixed: fixed.upscale(img), repeats), 3)
-        else:
-            row["psnr_vs_default"] = psnr(result, ref)
-        out[label] = row
+
+
+def speed_child(label: str, size: int, out_file: str | None) -> dict:
+    """Runs in a fresh process: one row, as a user runs it (one configuration per process): end to end and the
+    network alone, taking turns (+ the extras of that row); with `out_file`, the output image for the PSNRs."""
+    img = photo("train-hr/Dragonfly_by_Bolly.jpg", 2, (size, size))
+    backend, precision, tiles = speed_rows()[label]
+    up = build(backend, precision, tiles)
+    fns: dict = {"e2e": lambda: up.upscale(img), "model": up.network_call(img)}
+    if tiles.whole_image_norms and isinstance(tiles.tile, int) and tiles.tile > 0:
+        local = build(backend, precision, dataclasses.replace(tiles, whole_image_norms=False))
+        fns["tile_local"] = local.network_call(img)
+    if label == "default":
+        fixed = build(backend, precision, tiles, color_fix="wavelet")
+        fns["color_fix"] = lambda: fixed.upscale(img)
+    times = best_times(fns, 1)
+    if out_file:
+        np.save(out_file, up.upscale(img))
+    return {"times": times, "backend": up.engine.name, "precision": getattr(up.engine, "precision", "fp32"),
+            "tile": up.current_tile, "tiles": len(up.grid(*img.shape[:2]).tiles)}
+
+
+def speed(size: int, repeats: int, threads: int | None) -> dict:
+    """Every row in a fresh process per round, the rows taking turns round after round; the best of `repeats`
+    rounds per row. On this shared virtual machine the speed drifts over minutes (the same run measured 1.7-2.9 s),
+    and rows running side by side in one process slow each other (ONNX Runtime's end-to-end time rose 2.25 ->
+    3.5 s next to four torch upscalers): fresh processes in turns expose every row to the same drift alone."""
+    labels = list(speed_rows())
+    best: dict = {label: {} for label in labels}
+    meta: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for label in labels:
+                out_file = str(Path(tmp) / f"{label}.npy") if r == 0 else ""
+                cmd = [sys.executable, __file__, "--speed-child", label, "--size", str(size),
+                       "--out-file", out_file] + (["--threads", str(threads)] if threads else [])
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                child = json.loads(proc.stdout.strip().splitlines()[-1])
+                meta[label] = child
+                for key, value in child["times"].items():
+                    best[label][key] = min(best[label].get(key, float("inf")), value)
+        ref = np.load(Path(tmp) / "default.npy")
+        out: dict = {"lq_size": [size, size], "repeats": repeats}
+        for label in labels:
+            b, m = best[label], meta[label]
+            row = {"backend": m["backend"], "precision": m["precision"], "tile": m["tile"], "tiles": m["tiles"],
+                   "seconds": round(b["e2e"], 3), "model_only_seconds": round(b["model"], 3),
+                   "end_to_end_vs_model_only": round(b["model"] / b["e2e"], 3)}
+            if "tile_local" in b:
+                row["model_only_tile_local_norms_seconds"] = round(b["tile_local"], 3)
+            if "color_fix" in b:
+                row["with_color_fix_seconds"] = round(b["color_fix"], 3)
+            if label != "default":
+                row["psnr_vs_default"] = psnr(np.load(Path(tmp) / f"{label}.npy"), ref)
+            out[label] = row
     fastest = min(out["torch_tile0"]["seconds"], out["onnx_tile0"]["seconds"])
     out["default_vs_fastest_tile0"] = round(out["default"]["seconds"] / fastest, 3)
     out["speedup_vs_old_default"] = round(out["old_default"]["seconds"] / out["default"]["seconds"], 3)
@@ -185,6 +220,8 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--speed-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out-file", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
 
@@ -201,11 +238,14 @@ def main() -> None:
     if args.rss_child:
         print(json.dumps(rss_child()))
         return
+    if args.speed_child:
+        print(json.dumps(speed_child(args.speed_child, args.size, args.out_file or None)))
+        return
     result: dict = {"bench": "pipeline", "python": platform.python_version(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "clock": "process CPU seconds" if CLOCK is time.process_time else "wall seconds"}
     if not args.skip_speed:
-        result["speed"] = speed(args.size, args.repeats)
+        result["speed"] = speed(args.size, args.repeats, args.threads)
     if not args.skip_quality:
         result["quality"] = quality()
     if not args.skip_rss:

@@ -69,26 +69,24 @@ class TileNormState:
 
     def normalize(self, norm: nn.GroupNorm, x: Tensor) -> Tensor:
         groups = int(norm.num_groups)
-        xf = x.float()
         weight = None if norm.weight is None else norm.weight.float()
         bias = None if norm.bias is None else norm.bias.float()
         if self.exchange is not None:
-            stats = self.exchange(self._moments(xf, groups)).to(xf.device, torch.float32)
+            stats = self.exchange(self._moments(x, groups)).to(x.device, torch.float32)
         elif self.stats is not None:
             stats = self.stats[self._offset:self._offset + groups]
         else:
-            return F.group_norm(xf, groups, weight, bias, norm.eps).to(x.dtype)
+            return F.group_norm(x.float(), groups, weight, bias, norm.eps).to(x.dtype)
         if stats.shape != (groups, 2):
             raise ValueError(f"norm call {len(self.used)}: statistics {tuple(stats.shape)}, expected ({groups}, 2)")
         self._offset += groups
         self.used.append(stats)
-        return _normalize_with(xf, stats, groups, weight, bias, norm.eps).to(x.dtype)
+        return _normalize_with(x, stats, groups, weight, bias, norm.eps)
 
     def _moments(self, x: Tensor, groups: int) -> Tensor:
         """`[B, G, 3]` (count, mean, M2) of every group over each tile's owned pixels at `x`'s resolution."""
         assert self.owned is not None and self.size is not None
         h, w = self.size
-        x = x.contiguous()  # channels_last activations (the CPU bf16 path) reduce several times slower
         if x.ndim == 3:  # [B, C, H*W]: attention blocks flatten the map before their norm
             k = _power_of_two_factor_flat(int(x.shape[2]), h, w)
             x = x.reshape(x.shape[0], x.shape[1], _scaled(h, k), _scaled(w, k))
@@ -96,7 +94,17 @@ class TileNormState:
             k = _power_of_two_factor(int(x.shape[2]), h, int(x.shape[3]), w)
         else:
             raise ValueError(f"tile-invariant norm: unsupported input shape {tuple(x.shape)}")
-        return torch.stack([region_moments(x[i], groups, scale_rect(rect, k)) for i, rect in enumerate(self.owned)])
+        in_place = x.dtype == torch.float32 and x.is_contiguous()
+        out = []
+        for i, rect in enumerate(self.owned):
+            y0, y1, x0, x1 = scale_rect(rect, k)
+            region = x[i, :, y0:y1, x0:x1]
+            if not in_place:  # one fused copy of the owned pixels: float32, channel planes contiguous (a
+                # channels_last or half-precision map reduces several times slower, and converting it whole first
+                # costs two passes over the map)
+                region = region.to(torch.float32, memory_format=torch.contiguous_format)
+            out.append(region_moments(region, groups, (0, int(region.shape[1]), 0, int(region.shape[2]))))
+        return torch.stack(out)
 
 
 def _power_of_two_factor(height: int, h: int, width: int, w: int) -> int:
@@ -146,7 +154,8 @@ def region_moments(x: Tensor, groups: int, rect: Rect) -> Tensor:
 def _normalize_with(x: Tensor, stats: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None,
                     eps: float) -> Tensor:
     """GroupNorm of `x` with given per-group (mean, variance): an inference batch norm with the group's values
-    repeated per channel (one fused kernel)."""
+    repeated per channel (one fused kernel). Half-precision `x` with float32 statistics computes in float32 and
+    rounds once, as `GroupNorm32` does, without converting the map first."""
     per = int(x.shape[1]) // groups
     mean = stats[:, 0].float().repeat_interleave(per)
     var = stats[:, 1].float().repeat_interleave(per)
