@@ -141,7 +141,7 @@ def test_evaluate_video_files_and_report(tmp_path: Path) -> None:
         next(iter(evaluate_video(tmp_path / "report" / "temporal.md", None, {}).methods))
 
 
-def test_eval_cli_on_a_video_scores_the_default_model_beside_bicubic(tmp_path: Path) -> None:
+def test_eval_cli_on_a_video_scores_the_video_default_beside_bicubic(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from tadsr_cli.cli import app
@@ -153,7 +153,7 @@ def test_eval_cli_on_a_video_scores_the_default_model_beside_bicubic(tmp_path: P
                                    "--device", "cpu", "--limit", "3"])
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "r" / "temporal.json").read_text())
-    assert data["frames"] == 3 and set(data["summary"]) == {REFERENCE, "bicubic", "default (1 step)"}
-    row = data["summary"]["default (1 step)"]
+    assert data["frames"] == 3 and set(data["summary"]) == {REFERENCE, "bicubic", "tadsr-tiny-x4-video (1 step)"}
+    row = data["summary"]["tadsr-tiny-x4-video (1 step)"]
     assert row["psnr_y"] > 15 and row["warp_error"] > 0 and row["st_lpips"] is not None and len(data["per_frame"]["bicubic"]["psnr_y"]) == 3
     assert "warping error" in res.output
