@@ -125,7 +125,7 @@ def model_info(model: str = typer.Argument(..., help="Model name or file.")) -> 
     from tadsr_cli.models.checkpoints import read_model_config, sha256_file
 
     console = Console()
-    name = registry.DEFAULT_MODEL_NAME if model == registry.DEFAULT_ALIAS else model
+    name = registry.model_name(model)
     entry = registry.REGISTRY.get(name)
     if entry is not None:
         console.print(f"name: {entry.name}\ndescription: {entry.description}\nsteps: {entry.steps}\n"

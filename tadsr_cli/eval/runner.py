@@ -230,10 +230,8 @@ class _Runner:
 
             for model in cfg.models:
                 path = registry.resolve_model_path(model)  # fails early, before any work
-                if model == registry.DEFAULT_ALIAS:
-                    label = registry.DEFAULT_MODEL_NAME
-                else:
-                    label = model if model in registry.REGISTRY else Path(model).stem
+                name = registry.model_name(model)
+                label = name if name in registry.REGISTRY else Path(name).stem
                 steps_list = cfg.steps or [registry.default_steps(model) or 1]
                 total = read_model_config(path).schedule.steps
                 bad = [s for s in steps_list if s not in (1, total)]

@@ -332,8 +332,7 @@ def model_method(model: str | None, settings: ModelSettings | None = None) -> tu
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
     s = settings or ModelSettings()
-    if model is None or model == registry.DEFAULT_ALIAS:
-        model = registry.default_model_for("video")
+    model = registry.model_name(model, "video")
     steps = s.steps or registry.default_steps(model) or 1
     device = resolve_device(s.device)
     engine = create_engine("torch", registry.resolve_model(model, device="cpu"), device=str(device),

@@ -142,11 +142,16 @@ def default_model_for(kind: str) -> str:
     return VIDEO_MODEL_NAME if kind == "video" else DEFAULT_MODEL_NAME
 
 
+def model_name(name_or_path: str | Path | None, kind: str = "image") -> str:
+    """`--model` as a registry name or file path: None and `default` become the embedded default of `kind`."""
+    if name_or_path is None or str(name_or_path) == DEFAULT_ALIAS:
+        return default_model_for(kind)
+    return str(name_or_path)
+
+
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
     """Map `--model` (None = embedded default, a registry name, or a file path) to a model file."""
-    if name_or_path is None or str(name_or_path) == DEFAULT_ALIAS:
-        name_or_path = DEFAULT_MODEL_NAME
-    text = str(name_or_path)
+    text = model_name(name_or_path)
     if text in REGISTRY:
         entry = REGISTRY[text]
         path = model_path(entry)
@@ -173,9 +178,7 @@ def resolve_model(name_or_path: str | Path | None = None, device: str | torch.de
 
 def default_steps(name_or_path: str | Path | None) -> int | None:
     """Sampling steps a registry model is meant for (None: unknown, e.g. a plain file)."""
-    if name_or_path is None or str(name_or_path) == DEFAULT_ALIAS:
-        name_or_path = DEFAULT_MODEL_NAME
-    entry = REGISTRY.get(str(name_or_path))
+    entry = REGISTRY.get(model_name(name_or_path))
     return entry.steps if entry else None
 
 

@@ -258,7 +258,8 @@ def run_jobs(
     """Run `process(job)` for each job; skip existing outputs unless `overwrite`; never stop on a failure.
 
     `prepare(kind)` runs once per job kind ("image", "video": each may have its own model), before the first job
-    of that kind that needs work (model loading); its errors are fatal (they propagate). `on_error(job, exc)` sees each per-file exception (tracebacks with --debug).
+    of that kind that needs work (model loading); its errors are fatal (they propagate). `on_error(job, exc)`
+    sees each per-file exception (tracebacks with --debug).
     Raises `Interrupted` (with the results so far) on KeyboardInterrupt.
     """
     results: list[FileResult] = []

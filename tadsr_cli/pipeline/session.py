@@ -25,12 +25,11 @@ log = logging.getLogger(__name__)
 UnitProgress = Callable[[str], Callable[[int, int | None], None]]  # unit ("tile"/"frame") -> callback(done, total)
 
 
-def model_steps(settings: ModelSettings, model_path: Path, model: str | None = None) -> int:
-    """The sampling steps to run `model` (default: `settings.model`) with: `--steps`, else what the model is meant
-    for; 1 or the model's T only."""
+def model_steps(settings: ModelSettings, model: str, model_path: Path) -> int:
+    """The sampling steps to run `model` (at `model_path`) with: `--steps`, else what the model is meant for;
+    1 or the model's T only."""
     total = read_model_config(model_path).schedule.steps
-    name = settings.model if model is None else model
-    steps = settings.steps if settings.steps is not None else (registry.default_steps(name) or 1)
+    steps = settings.steps if settings.steps is not None else (registry.default_steps(model) or 1)
     if steps not in (1, total):
         raise ConfigError(f"--steps {steps}: use 1 (one-step) or {total} (this model's schedule)")
     return steps
@@ -66,9 +65,9 @@ class Session:
 
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
-        m = settings.model
-        self.model_paths = {kind: registry.resolve_model_path(m.model_for(kind)) for kind in self.KINDS}
-        self.steps = {kind: model_steps(m, self.model_paths[kind], m.model_for(kind)) for kind in self.KINDS}
+        names = {kind: settings.model.model_for(kind) for kind in self.KINDS}
+        self.model_paths = {kind: registry.resolve_model_path(name) for kind, name in names.items()}
+        self.steps = {kind: model_steps(settings.model, names[kind], self.model_paths[kind]) for kind in self.KINDS}
         self.model_path = self.model_paths["image"]
         self.config = read_model_config(self.model_path)
         self._upscalers: dict[tuple[Path, int], Any] = {}

@@ -84,9 +84,7 @@ class ModelSettings:
 
     def model_for(self, kind: str) -> str:
         """The model name or file that runs an "image" or a "video" input."""
-        if self.model is None or self.model == registry.DEFAULT_ALIAS:
-            return registry.default_model_for(kind)
-        return self.model
+        return registry.model_name(self.model, kind)
 
     def noise_scale_for(self, kind: str) -> float:
         """The prior-noise temperature (x the model's own) for an image or a video."""
