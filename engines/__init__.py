@@ -24,13 +24,14 @@ BACKENDS: dict[str, str] = {
     "auto": "tadsr_cli.engines.auto",
     "torch": "tadsr_cli.engines.torch_engine",
     "onnx": "tadsr_cli.engines.onnx_engine",
+    "openvino": "tadsr_cli.engines.openvino_engine",
     "tensorrt": "tadsr_cli.engines.tensorrt_engine",
 }
 
 
 def create_engine(backend: str, model: DiffusionSR, device: str = "auto", precision: str = "fp32",
                   steps: int = 1, sampler: str = "deterministic", **opts: Any) -> Engine:
-    """Build the engine `backend` ("auto", "torch", "onnx", "tensorrt") for `model`.
+    """Build the engine `backend` ("auto", "torch", "onnx", "openvino", "tensorrt") for `model`.
 
     Raises `EngineUnavailableError` for an unknown backend or one that cannot run on this machine, and
     `ConfigError` for invalid options (steps, sampler, precision).

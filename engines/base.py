@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class Engine(Protocol):
     """What the tiler needs from a backend.
 
-    * `name`: backend name ("torch", "onnx", "tensorrt").
+    * `name`: backend name ("torch", "onnx", "openvino", "tensorrt").
     * `scale`: SR factor (4).
     * `lq_multiple`: LQ tile height/width must be multiples of this.
     * `latent_channels`: channels of the prior noise.

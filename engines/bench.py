@@ -152,6 +152,12 @@ def _variants(model: Any, device: str, backends: list[str], precisions: list[str
         if "fp16" in precisions and cuda:
             add("onnx-fp16", "onnx", "fp16",
                 lambda: create_engine("onnx", model, device=device, precision="fp16", **opts), "ONNX Runtime CUDA")
+    if "openvino" in backends and not cuda:
+        opts_ov = {"verify": False, "cache_dir": cache_dir, "threads": torch.get_num_threads()}
+        for prec in [p for p in ("fp32", "bf16") if p in precisions]:
+            add(f"openvino-{prec}", "openvino", prec,
+                lambda prec=prec: create_engine("openvino", model, device="cpu", precision=prec, **opts_ov),
+                "OpenVINO (CPU)")
     if "tensorrt" in backends:
         for prec in [p for p in ("fp16", "bf16", "fp32") if p in precisions]:
             add(f"tensorrt-{prec}", "tensorrt", prec,
@@ -183,7 +189,7 @@ def bench_model(model: Any, *, label: str, device: str = "cpu", size: int = 64, 
                 warmup: int = 1, backends: list[str] | None = None, precisions: list[str] | None = None,
                 compile_fast: bool = False, cache_dir: Path | None = None, log: Log | None = None) -> dict[str, Any]:
     say = log or (lambda _m: None)
-    backends = backends or ["torch", "onnx", "tensorrt"]
+    backends = backends or ["torch", "onnx", "openvino", "tensorrt"]
     precisions = precisions or ["fp32", "bf16", "fp16"]
     cuda = device.startswith("cuda")
     m = int(model.lq_multiple)

@@ -1,4 +1,4 @@
-"""`--backend auto`: ONNX Runtime on the CPU when measured faster, torch otherwise; the verdict is cached."""
+"""`--backend auto`: the fastest of torch, OpenVINO and ONNX Runtime on the CPU; the verdict is cached."""
 
 from __future__ import annotations
 
@@ -26,22 +26,25 @@ def model() -> DiffusionSR:
 
 
 def fake_timer(seconds: dict[str, float]):
-    def timer(torch_eng, ort):
-        return seconds[torch_eng.name], seconds[ort.name], 64
+    def timer(engines):
+        assert list(engines)[0] == "torch"
+        return {name: seconds[name] for name in engines}, 64
     return timer
 
 
 def test_candidates():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert auto.onnx_candidate(cpu, "fp32", 1) and auto.onnx_candidate(cpu, "bf16", 1)
-    assert not auto.onnx_candidate(cpu, "fp16", 1)
-    assert not auto.onnx_candidate(cpu, "fp32", 15)  # teacher sampling: torch only
-    assert not auto.onnx_candidate(cuda, "fp32", 1)
+    assert auto.graph_candidate(cpu, "fp32", 1) and auto.graph_candidate(cpu, "bf16", 1)
+    assert not auto.graph_candidate(cpu, "fp16", 1)
+    assert not auto.graph_candidate(cpu, "fp32", 15)  # teacher sampling: torch only
+    assert not auto.graph_candidate(cuda, "fp32", 1)
 
 
-@pytest.mark.parametrize("faster", ["onnx", "torch"])
+@pytest.mark.parametrize("faster", ["onnx", "torch", "openvino"])
 def test_the_faster_backend_is_chosen_and_the_verdict_cached(model, tmp_path, monkeypatch, faster):
-    times = {"onnx": 1.0, "torch": 2.0} if faster == "onnx" else {"onnx": 2.0, "torch": 1.0}
+    if faster == "openvino":
+        pytest.importorskip("openvino")
+    times = {"onnx": 2.0, "torch": 2.0, "openvino": 2.0, faster: 1.0}
     monkeypatch.setattr(auto, "compare", fake_timer(times))
     cache = tmp_path / "cache"
     eng = create_engine("auto", model, device="cpu", precision="fp32", cache_dir=cache)
@@ -61,10 +64,16 @@ def test_the_faster_backend_is_chosen_and_the_verdict_cached(model, tmp_path, mo
 
 
 def test_teacher_sampling_and_fp16_stay_on_torch(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(auto, "compare", fake_timer({"onnx": 0.0, "torch": 9.0}))
+    monkeypatch.setattr(auto, "compare", fake_timer({"onnx": 0.0, "openvino": 0.0, "torch": 9.0}))
     eng = create_engine("auto", model, device="cpu", precision="fp32", steps=15, cache_dir=tmp_path)
     assert eng.name == "torch" and eng.steps == 15
     assert not list(tmp_path.glob("*.onnx"))  # nothing exported for a configuration ONNX cannot run
+
+
+def test_choice_needs_a_clear_win_over_torch_and_prefers_openvino_on_a_tie():
+    assert auto.choose({"torch": 1.0, "onnx": 0.97}) == "torch"  # within the 5 % margin: torch, the reference
+    assert auto.choose({"torch": 1.0, "onnx": 0.9, "openvino": 0.9}) == "openvino"
+    assert auto.choose({"torch": 1.0, "onnx": 0.5, "openvino": 0.6}) == "onnx"
 
 
 def test_auto_output_equals_torch(model, tmp_path):

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
 
-FORMATS = ("onnx", "tensorrt")
+FORMATS = ("onnx", "openvino", "tensorrt")
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +22,10 @@ def register(app: typer.Typer) -> None:
 
 def export_command(
     model: str = typer.Option(None, "--model", "-m", help="Model name or .safetensors file (default: embedded)."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (graph) or tensorrt (prebuilt engine)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (graph), openvino (IR .xml + .bin) or tensorrt (prebuilt engine)."),
     output: Path | None = typer.Option(None, "--output", "-o",
-                                       help="ONNX file to write (default: the engine cache next to the model)."),
+                                       help="ONNX file / OpenVINO .xml to write (default: the engine cache next to the model; "
+                                       "openvino: ./<model>.xml)."),
     tile: int | None = typer.Option(None, "--tile", help="LQ tile size traced / the TensorRT profile's tile "
                                     "(default: 64 px for ONNX, 128 for TensorRT; a multiple of the model's)."),
     dynamic: bool = typer.Option(True, "--dynamic/--static", help="ONNX: dynamic height/width (any multiple of "
@@ -63,6 +64,10 @@ def export_command(
                 f"({'built' if engine.builds else 'cached'})")
         return
 
+    if fmt == "openvino":
+        _export_openvino(net, model_path, output, precision, opset, console, result, as_json)
+        return
+
     if precision == "bf16":
         raise EngineUnavailableError("ONNX export: bf16 is not offered (fp32, or fp16 for GPUs)")
     from tadsr_cli.engines.onnx_engine import ensure_fp16, ensure_onnx
@@ -99,6 +104,22 @@ def export_command(
     err = result.get("max_abs_error")
     err_text = f", max abs error vs torch {err:.2e}" if isinstance(err, float) else ""
     _report(console, result, as_json, f"ONNX graph: {path}{err_text}")
+
+
+def _export_openvino(net: object, model_path: Path, output: Path | None, precision: str, opset: int,
+                     console: Console, result: dict[str, object], as_json: bool) -> None:
+    """The one-step graph as OpenVINO IR with f32 weights; the precision is chosen when OpenVINO compiles it."""
+    from tadsr_cli.engines.openvino_engine import save_ir
+
+    if precision != "fp32":
+        raise ConfigError("--format openvino writes f32 weights; pick bf16 when compiling (OpenVINO's "
+                          "INFERENCE_PRECISION_HINT, as --backend openvino --precision bf16 does)")
+    xml = (output.expanduser() if output is not None else Path.cwd() / f"{model_path.stem}.xml")
+    if xml.suffix.lower() != ".xml":
+        raise ConfigError(f"-o {xml}: the OpenVINO IR file must end in .xml (its weights go beside it as .bin)")
+    save_ir(net, xml, model_path=model_path, opset=opset)
+    result.update({"path": str(xml), "weights": str(xml.with_suffix(".bin"))})
+    _report(console, result, as_json, f"OpenVINO IR: {xml} (+ {xml.with_suffix('.bin').name})")
 
 
 def _report(console: Console, result: dict[str, object], as_json: bool, line: str) -> None:

@@ -53,8 +53,8 @@ def _hidden(name: str, annotation: Any, default: Any, *decls: str) -> OptionDef:
 # ---- the engine and its tiles (upscale, batch, eval) ------------------------------------------------------------
 ENGINE_OPTIONS: tuple[OptionDef, ...] = (
     _opt("backend", str, ModelSettings.backend, "--backend",
-         help="Inference backend: auto (ONNX Runtime on the CPU when measured faster for the model, else torch), "
-              "torch, onnx or tensorrt."),
+         help="Inference backend: auto (on the CPU the fastest of torch, OpenVINO and ONNX Runtime, measured once "
+              "per model and machine), torch, openvino, onnx or tensorrt."),
     _opt("device", str, ModelSettings.device, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     _opt("precision", str, ModelSettings.precision, "--precision",
          help=f"{', '.join(PRECISIONS)}. auto: bf16 for the one-step model on a CPU with native bf16 (measured "

@@ -43,7 +43,7 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, backend: str, steps: int) -> str:
-    """`auto` -> bf16 for the one-step torch engine on a CPU with native bf16, else fp32.
+    """`auto` -> bf16 for the one-step torch or OpenVINO engine on a CPU with native bf16, else fp32.
 
     Measured by `benchmarks/bench_precision.py` on the shipped model (README): bf16 is faster there and its
     output stays >= 40 dB from fp32's. Teacher sampling (steps > 1) and other devices/backends stay fp32 until
@@ -51,7 +51,7 @@ def resolve_precision(precision: str, device: torch.device, backend: str, steps:
     """
     if precision != "auto":
         return precision
-    if backend in ("torch", "auto") and device.type == "cpu" and steps == 1 and cpu_has_fast_bf16():
+    if backend in ("torch", "auto", "openvino") and device.type == "cpu" and steps == 1 and cpu_has_fast_bf16():
         return "bf16"
     return "fp32"
 
