@@ -169,7 +169,10 @@ def test_empty_folder_and_missing_folder(tmp_path, model_file, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(["batch", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--model",
                             str(model_file)], capsys)
-    assert code == 0 and "no image or video files" in err
+    assert code == 1 and errors(err) == [f"error: {tmp_path / 'empty'}: no image or video files to process"], err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "empty_x4").exists()  # nothing to do creates nothing
+    code, _, err = run_cli(["batch", str(tmp_path / "empty"), "--model", str(model_file)], capsys)
+    assert code == 1 and len(errors(err)) == 1 and not (tmp_path / "empty_x4").exists()
     code, _, err = run_cli(["batch", str(tmp_path / "nope"), "--model", str(model_file)], capsys)
     assert code == 2 and "nope: not a folder (it does not exist)" in flat(err)
 

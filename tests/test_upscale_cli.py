@@ -130,6 +130,19 @@ def test_unwritable_output_and_never_overwrite_input(tmp_path, model_file, capsy
     assert code == 2 and "output folder" in flat(err)
 
 
+def test_a_folder_with_nothing_to_process_fails_and_creates_nothing(tmp_path, model_file, capsys):
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")  # ignored files do not count as something to process
+    photo = img(tmp_path / "photo.png", 8, 8)
+    for args in ([str(empty)], [str(empty), "-o", str(tmp_path / "out")], [str(photo), str(empty)]):
+        code, _, err = run_cli(["upscale", *args, "--model", str(model_file)], capsys)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 1 and lines == [f"error: {empty}: no image or video files to process"], (args, err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["emptydir", "photo.png"], args
+        assert [p.name for p in empty.iterdir()] == ["notes.txt"]
+
+
 def test_usage_errors_exit_2(tmp_path, model_file, capsys):
     src = img(tmp_path / "u.png")
     for extra, msg in ((["--steps", "3"], "--steps 3"), (["--precision", "int4"], "--precision"),

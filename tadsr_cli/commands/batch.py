@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tadsr_cli.commands.file_runs import run_files, say
+from tadsr_cli.commands.file_runs import nothing_to_process, run_files, say
 from tadsr_cli.commands.options import RUN_OPTIONS, build_run_settings, with_options
 from tadsr_cli.pipeline.batch import parse_shard, plan_folder, select_shard
 from tadsr_cli.pipeline.paths import check_input_folder, ensure_output_folder
@@ -35,8 +35,10 @@ def batch_command(
     session = Session(settings)
     if output is None:
         output = folder.resolve().parent / f"{folder.resolve().name}_x{session.config.scale}"
-    ensure_output_folder(output)
     jobs = plan_folder(folder, output, settings.output.name, session.scale, settings.output.ext, videos=videos)
+    if not jobs:
+        nothing_to_process(folder, videos)
+    ensure_output_folder(output)
     total_found = len(jobs)
     jobs = select_shard(jobs, shard_spec)
     if shard_spec is not None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from tadsr_cli.base.messages import terminal_safe
 from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job, run_jobs, sigterm_as_interrupt
 from tadsr_cli.pipeline.progress import Reporter
 from tadsr_cli.pipeline.session import Session
@@ -64,6 +68,17 @@ def run_files(jobs: list[Job], session: Session, settings: RunSettings, always_t
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
+
+
+def nothing_to_process(folder: Path, videos: bool = True) -> NoReturn:
+    """An input folder without anything to process is a failed input: one error line naming it, exit 1.
+
+    Called after planning and before any output folder is created, so a mistyped or empty folder leaves nothing
+    behind (an empty FOLDER_x4 would read as a finished run)."""
+    what = "image or video files" if videos else "image files (--no-videos)"
+    Console(stderr=True).print(f"[red]error:[/red] {escape(terminal_safe(f'{folder}: no {what} to process'))}",
+                               highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def say(settings: RunSettings, text: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from tadsr_cli.base.errors import ConfigError
-from tadsr_cli.commands.file_runs import run_files
+from tadsr_cli.commands.file_runs import nothing_to_process, run_files
 from tadsr_cli.commands.options import RUN_OPTIONS, build_run_settings, with_options
 from tadsr_cli.pipeline.batch import Job, ext_for_kind, output_name, plan_folder, video_extensions
 from tadsr_cli.pipeline.image_io import normalize_ext, output_format
@@ -71,9 +71,7 @@ def plan_inputs(inputs: list[Path], output_text: str | None, s: RunSettings, sca
     tree mirrored (into FOLDER_x4 next to it, `output` itself when it is the only input, else `output`/FOLDER)."""
     output = None if output_text is None else Path(output_text).expanduser()
     folder_out = output_text is not None and output_is_folder(output_text, inputs)
-    if folder_out:
-        assert output is not None
-        ensure_output_folder(output)
+    folders: list[Path] = [output] if folder_out and output is not None else []  # created once all is planned
     jobs: list[Job] = []
     for src in inputs:
         if src.is_dir():
@@ -81,8 +79,11 @@ def plan_inputs(inputs: list[Path], output_text: str | None, s: RunSettings, sca
                 dest = src.resolve().parent / f"{src.resolve().name}_x{model_scale}"
             else:
                 dest = output if len(inputs) == 1 else output / src.resolve().name
-            ensure_output_folder(dest)
-            jobs += plan_folder(src, dest, s.output.name, scale, s.output.ext)
+            found = plan_folder(src, dest, s.output.name, scale, s.output.ext)
+            if not found:
+                nothing_to_process(src)
+            folders.append(dest)
+            jobs += found
             continue
         kind = "video" if looks_like_video(src) else "image"
         if output is not None and not folder_out:
@@ -95,6 +96,8 @@ def plan_inputs(inputs: list[Path], output_text: str | None, s: RunSettings, sca
             out_ext = ".mp4"  # a video named like an image (or without extension): MP4 container
         folder = src.parent if output is None else output
         jobs.append(Job(src, folder / output_name(src, s.output.name, scale, out_ext), kind))
+    for folder in folders:
+        ensure_output_folder(folder)
     return jobs
 
 

@@ -6,7 +6,7 @@ All canvases are RGB uint8; `cv2` drawing calls write the given tuples straight 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -80,7 +80,7 @@ def crop_grid(columns: Sequence[str], rows: Sequence[CropRow], tile: int = 160, 
     return canvas
 
 
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if not math.isfinite(lo) or not math.isfinite(hi):
         return []
     if hi <= lo:
@@ -97,7 +97,7 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _fmt(v: float) -> str:
+def fmt_value(v: float) -> str:
     a = abs(v)
     if a == 0:
         return "0"
@@ -110,6 +110,52 @@ def _fmt(v: float) -> str:
     if a >= 0.01:
         return f"{v:.3f}"
     return f"{v:.1e}"
+
+
+def seconds_label(v: float) -> str:
+    """A compact time label for a log axis (20ms, 0.5s, 2s, 300s): short labels leave room for more ticks."""
+    if v < 0.1:
+        return f"{v * 1e3:.3g}ms"
+    return f"{v:.3g}s" if v < 1000 else f"{v:.0f}s"
+
+
+@dataclass
+class Tick:
+    value: float  # log10 of the value
+    label: str
+    left: float  # x of the label's left edge, pixels
+    right: float
+
+
+# Per-decade mantissas, tried as tick sets; then one tick every 2, 3, ... decades for very wide ranges.
+_MANTISSAS: tuple[tuple[int, ...], ...] = ((1, 2, 5), (1,), (1, 3), (1, 2, 3, 4, 5, 6, 7, 8, 9))
+_DECADE_STEPS = (2, 3, 5, 10)
+
+
+def log_ticks(lo: float, hi: float, to_px: Callable[[float], float], text_width: Callable[[str], float],
+              bounds: tuple[float, float], gap: float = 8.0, max_ticks: int = 8,
+              label: Callable[[float], str] = seconds_label) -> list[Tick]:
+    """Ticks for a log axis over [lo, hi] (log10 units) whose labels, centred on their tick and kept inside
+    `bounds` (pixels), are at least `gap` pixels apart: the candidate set with the most ticks (at most
+    `max_ticks`) that fits, 1-2-5 preferred on ties. Labels overlapped when every 1-2-5 tick was printed."""
+    candidates = [(1, m) for m in _MANTISSAS] + [(step, (1,)) for step in _DECADE_STEPS]
+    best: list[Tick] = []
+    for step, mantissas in candidates:
+        ticks = []
+        for e in range(math.floor(lo), math.ceil(hi) + 1):
+            if e % step:
+                continue
+            for m in mantissas:
+                v = e + math.log10(m)
+                if lo <= v <= hi:
+                    text = label(m * 10.0**e)
+                    w = text_width(text)
+                    left = min(max(to_px(v) - w / 2, bounds[0]), bounds[1] - w)
+                    ticks.append(Tick(v, text, left, left + w))
+        fits = all(b.left - a.right >= gap for a, b in zip(ticks, ticks[1:], strict=False))
+        if fits and len(best) < len(ticks) <= max_ticks:
+            best = ticks
+    return best
 
 
 @dataclass
@@ -144,12 +190,26 @@ def bar_chart(points: Sequence[PlotPoint], metric: str, lower_is_better: bool, w
         cv2.rectangle(canvas, (min(x0, x1), y + 4), (max(x0, x1, min(x0, x1) + 1), y + row_h - 6),
                       color(points.index(p)), -1)
         t = f"{p.seconds:.3g} s/img" if p.seconds is not None else "not timed"
-        label = f"{_fmt(v)}  ({t})"
+        label = f"{fmt_value(v)}  ({t})"
         tw = cv2.getTextSize(label, FONT, 0.38, 1)[0][0]
         tx = x1 + 4 if x1 + 4 + tw < width - 2 else max(left + 2, x1 - tw - 4)
         tc = BLACK if tx > x1 else WHITE
         cv2.putText(canvas, label, (tx, y + row_h - 11), FONT, 0.38, tc, 1, cv2.LINE_AA)
     return canvas
+
+
+TICK_SCALE = 0.36
+
+
+def time_ticks(lo: float, hi: float, x0: int, x1: int, width: int) -> list[Tick]:
+    """The scatter plot's time-axis ticks (log10 seconds from `lo` at x0 to `hi` at x1), measured in its font."""
+    def to_px(v: float) -> float:
+        return x0 + (v - lo) / (hi - lo) * (x1 - x0)
+
+    def text_width(text: str) -> float:
+        return cv2.getTextSize(text, FONT, TICK_SCALE, 1)[0][0]
+
+    return log_ticks(lo, hi, to_px, text_width, bounds=(2, width - 2))
 
 
 def scatter_plot(points: Sequence[PlotPoint], metric: str, lower_is_better: bool, width: int = 420,
@@ -161,7 +221,7 @@ def scatter_plot(points: Sequence[PlotPoint], metric: str, lower_is_better: bool
     pts = [p for p in points if p.quality is not None and p.seconds is not None and p.seconds > 0]
     x0, x1, y0, y1 = left, width - right, top, height - bottom
     cv2.rectangle(canvas, (x0, y0), (x1, y1), GREY, 1)
-    put_text_fit(canvas, "seconds per image (log)", x0 + (x1 - x0) // 2 - 80, height - 8, 200, DARK, scale=0.42)
+    put_text_fit(canvas, "time per image (log scale)", x0 + (x1 - x0) // 2 - 80, height - 8, 200, DARK, scale=0.42)
     if not pts:
         put_text_fit(canvas, "no timed methods", x0 + 10, (y0 + y1) // 2, x1 - x0 - 20, DARK)
         return canvas
@@ -185,19 +245,16 @@ def scatter_plot(points: Sequence[PlotPoint], metric: str, lower_is_better: bool
     def py(q: float) -> int:
         return int(round(y1 - (q - q_lo) / (q_hi - q_lo) * (y1 - y0)))
 
-    for e in range(math.floor(lx_lo), math.ceil(lx_hi) + 1):
-        for m in (1, 2, 5):
-            v = math.log10(m) + e
-            if lx_lo <= v <= lx_hi:
-                x = px(v)
-                cv2.line(canvas, (x, y0), (x, y1), (235, 235, 235), 1)
-                cv2.line(canvas, (x, y1), (x, y1 + 4), DARK, 1)
-                put_text_fit(canvas, _fmt(m * 10.0**e), x - 12, y1 + 16, 40, DARK, scale=0.36)
-    for t in _nice_ticks(q_lo, q_hi, 5):
+    for tick in time_ticks(lx_lo, lx_hi, x0, x1, width):
+        x = px(tick.value)
+        cv2.line(canvas, (x, y0), (x, y1), (235, 235, 235), 1)
+        cv2.line(canvas, (x, y1), (x, y1 + 4), DARK, 1)
+        cv2.putText(canvas, tick.label, (int(round(tick.left)), y1 + 16), FONT, TICK_SCALE, DARK, 1, cv2.LINE_AA)
+    for t in nice_ticks(q_lo, q_hi, 5):
         y = py(t)
         cv2.line(canvas, (x0, y), (x1, y), (235, 235, 235), 1)
         cv2.line(canvas, (x0 - 4, y), (x0, y), DARK, 1)
-        put_text_fit(canvas, _fmt(t), 4, y + 4, left - 10, DARK, scale=0.36)
+        put_text_fit(canvas, fmt_value(t), 4, y + 4, left - 10, DARK, scale=0.36)
     for p, lxv, q in zip(pts, lx, qv, strict=True):
         c = color(points.index(p))
         x, y = px(lxv), py(q)

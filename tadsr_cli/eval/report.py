@@ -1,4 +1,5 @@
-"""Writing the evaluation report: `report.json` (machine-readable), `report.md` (tables), `figure.png` (crops + plots).
+"""Writing the evaluation report: `report.json` (machine-readable), `report.md` (tables), `figure.png` (crops + plots),
+`report.html` (interactive comparisons, sortable tables; see `report_html`).
 
 Every file is written atomically (temp file in the report folder, then renamed).
 """
@@ -17,6 +18,7 @@ from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import OutputError
 from tadsr_cli.eval import figure as fig
 from tadsr_cli.eval.metric_suite import METRIC_BY_KEY, METRICS
+from tadsr_cli.eval.report_html import render_eval_html
 from tadsr_cli.eval.runner import EvalResult
 
 REPORT_VERSION = 1
@@ -225,14 +227,19 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_report(result: EvalResult, out_dir: Path | None = None) -> dict[str, Path]:
-    """Write report.json, report.md and figure.png into `out_dir` (default: the config's); returns their paths."""
+    """Write report.json, report.md, figure.png and report.html into `out_dir` (default: the config's); returns
+    their paths."""
     out_dir = Path(out_dir or result.config.out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create the report folder ({exc.strerror or exc})") from exc
-    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "figure": out_dir / "figure.png"}
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "figure": out_dir / "figure.png",
+             "html": out_dir / "report.html"}
+    data = to_json(result)
     write_png(paths["figure"], render_figure(result))
-    write_text(paths["json"], json.dumps(to_json(result), indent=2, allow_nan=False) + "\n")
+    write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
     write_text(paths["markdown"], to_markdown(result, paths["figure"].name))
+    displays = [result.displays[s] for s in result.pairing.stems if s in result.displays]
+    write_text(paths["html"], render_eval_html(data, displays, plot_metric(result)))
     return paths

@@ -27,6 +27,7 @@ from tadsr_cli.base.errors import ConfigError, InputError, OutputError, TadsrErr
 from tadsr_cli.eval import images as imio
 from tadsr_cli.eval import realesrgan
 from tadsr_cli.eval.baselines import BASELINE_NOTES, BASELINES, baseline_upscale
+from tadsr_cli.eval.display import DEFAULT_CROP, DisplaySet, display_set
 from tadsr_cli.eval.metric_suite import METRICS, MetricSuite
 from tadsr_cli.eval.records import ImageRecord, collect_versions
 from tadsr_cli.eval.timing import Stopwatch, Throughput
@@ -36,7 +37,7 @@ from tadsr_cli.pipeline.session import build_upscaler
 from tadsr_cli.pipeline.settings import ModelSettings
 from tadsr_cli.pipeline.upscaler import TileOptions
 
-REPORT_FILES = ("report.json", "report.md", "figure.png")
+REPORT_FILES = ("report.json", "report.md", "figure.png", "report.html")
 
 ProgressFn = Callable[[str, int, int], None]  # (method name, images done, images total)
 
@@ -60,6 +61,8 @@ class EvalConfig:
     crop_border: int | None = None  # None: = scale
     figure_images: int = 3
     crop_size: int = 128  # HR pixels, per figure tile
+    html_images: int = 16  # images with a comparison in report.html (encoded crops kept in memory)
+    html_crop: int = DEFAULT_CROP  # HR pixels per side of those crops
     save_sr: bool = False
     use_lpips: bool = True
     use_niqe: bool = True
@@ -161,6 +164,7 @@ class EvalResult:
     missing_sr: dict[str, list[str]] = field(default_factory=dict)
     extra_sr: dict[str, list[str]] = field(default_factory=dict)
     figure_rows: list[FigureRow] = field(default_factory=list)
+    displays: dict[str, DisplaySet] = field(default_factory=dict)  # stem -> crops for report.html
     versions: dict[str, Any] = field(default_factory=dict)
     stlpips_weights: str | None = None
     started: str = ""
@@ -282,6 +286,7 @@ class _Runner:
         result = EvalResult(config=cfg, methods=methods, pairing=pairing, metric_status=dict(suite.status),
                             versions=collect_versions(device), stlpips_weights=suite.stlpips_weights, started=started)
         self.prepare_figure(result)
+        self.prepare_displays(result)
         for method in methods:
             method.device = str(device) if method.kind == "model" else None
             if method.kind == "model":
@@ -309,6 +314,17 @@ class _Runner:
             except TadsrError:
                 continue  # the image's error is reported by the methods
 
+    def prepare_displays(self, result: EvalResult) -> None:
+        """Crops of LQ and GT for report.html; each method adds its own crop of the same region as it runs."""
+        cfg = self.cfg
+        for stem in result.pairing.stems[: max(0, cfg.html_images)]:
+            try:
+                lq = read_samples(result.pairing.lq[stem])
+                gt = read_samples(result.pairing.gt[stem]) if stem in result.pairing.gt else None
+                result.displays[stem] = display_set(stem, lq, cfg.scale, gt, crop=cfg.html_crop)
+            except TadsrError:
+                continue  # the image's error is reported by the methods
+
     def _figure_row(self, result: EvalResult, stem: str) -> FigureRow | None:
         for row in result.figure_rows:
             if row.stem == stem:
@@ -333,12 +349,15 @@ class _Runner:
         row = self._figure_row(result, stem)
         if row is not None:
             row.methods[method.name] = _crop(sr, row.box)
+        saved = None
         if cfg.save_sr and method.kind != "sr":
             from tadsr_cli.base.atomic import atomic_write_path
 
-            dst = cfg.out_dir / "sr" / slug(method.name) / f"{stem}.png"
-            with atomic_write_path(dst) as tmp:
+            saved = f"sr/{slug(method.name)}/{stem}.png"  # relative to the report folder, as report.html links it
+            with atomic_write_path(cfg.out_dir / saved) as tmp:
                 imio.write_rgb(tmp, imio.as_u8(sr))
+        if stem in result.displays:
+            result.displays[stem].add(method.name, sr, saved)
 
     def _error(self, result: EvalResult, method: MethodSpec, stem: str, exc: Exception) -> None:
         result.errors.append({"image": stem, "method": method.name, "error": str(exc)})
