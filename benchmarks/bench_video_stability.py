@@ -24,8 +24,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tadsr_cli.eval.temporal import ModelSettings, measure_temporal, model_method
+from tadsr_cli.eval.temporal import measure_temporal, video_method
 from tadsr_cli.pipeline.image_read import read_samples
+from tadsr_cli.pipeline.session import Session
+from tadsr_cli.pipeline.settings import VIDEO_TEMPORAL_SMOOTHING, ModelSettings, RunSettings
+from tadsr_cli.pipeline.upscaler import TileOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 # Three held-out photos: dense texture, fine natural texture (sand), a smooth landscape.
@@ -54,9 +57,11 @@ def measure_clip(path: Path, args: argparse.Namespace) -> dict:
     photo = photo if photo.dtype == np.uint8 else (photo / 257).astype(np.uint8)
     gt = camera_frames(photo, args.frames, args.size)
     lq = [cv2.resize(f, (args.size // 4, args.size // 4), interpolation=cv2.INTER_AREA) for f in gt]
-    settings = ModelSettings(device="cpu", seed=args.seed, tile=0, noise_scale=args.noise_scale,
-                             temporal_smoothing=args.temporal_smoothing)
-    methods = dict(model_method(None if name == "default" else name, settings) for name in args.model or ["default"])
+    smoothing = VIDEO_TEMPORAL_SMOOTHING if args.temporal_smoothing is None else args.temporal_smoothing
+    methods = dict(video_method(Session(RunSettings(  # torch fp32: the engine the README's figures were measured on
+        model=ModelSettings(model=name, backend="torch", device="cpu", precision="fp32", seed=args.seed,
+                            noise_scale=args.noise_scale),
+        tiles=TileOptions(tile=0), temporal_smoothing=smoothing).validate())) for name in args.model or ["default"])
     return measure_temporal(lq, methods, gt_frames=gt).summary()
 
 

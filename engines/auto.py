@@ -45,8 +45,13 @@ def graph_candidate(device: torch.device, precision: str, steps: int) -> bool:
 def _installed(module: str) -> str | None:
     """The version of an installed runtime, else None."""
     try:
-        mod = __import__(module)
-    except ImportError:
+        if module == "openvino":
+            from tadsr_cli.engines.openvino_engine import import_openvino
+
+            mod = import_openvino()
+        else:
+            mod = __import__(module)
+    except (ImportError, TadsrError):
         return None
     return str(getattr(mod, "__version__", "?"))
 

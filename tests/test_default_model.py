@@ -113,7 +113,9 @@ def test_video_inputs_get_the_embedded_video_student_unless_a_model_is_named(tmp
 def test_video_default_follows_a_clean_pan_without_flicker() -> None:
     """What `tadsr upscale clip.mp4` runs, on a camera pan over a held-out photo of sand (the hardest of the
     README's three clips): PSNR-Y within 1.5 dB of bicubic and less flicker than the original frames."""
-    from tadsr_cli.eval.temporal import REFERENCE, ModelSettings, measure_temporal, model_method
+    from tadsr_cli.eval.temporal import REFERENCE, measure_temporal, video_method
+    from tadsr_cli.pipeline.session import Session
+    from tadsr_cli.pipeline.settings import ModelSettings, RunSettings
 
     photo = _read(Path(__file__).resolve().parents[2] / "shared" / "data" / "train-hr-extra"
                   / "lifeograph__sands.jpg")
@@ -125,7 +127,8 @@ def test_video_default_follows_a_clean_pan_without_flicker() -> None:
         frame = cv2.warpAffine(photo, m, (size, size), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
         gt.append((np.clip(frame, 0, 1) * 255).round().astype(np.uint8))
     lq = [cv2.resize(f, (size // 4, size // 4), interpolation=cv2.INTER_AREA) for f in gt]
-    label, method = model_method(None, ModelSettings(device="cpu", tile=0))
+    run = RunSettings(model=ModelSettings(backend="torch", device="cpu", precision="fp32"), tiles=TileOptions(tile=0))
+    label, method = video_method(Session(run))  # what `tadsr upscale clip.mp4` runs, frames in memory
     assert label.startswith(registry.VIDEO_MODEL_NAME)
     got = measure_temporal(lq, {label: method}, gt_frames=gt).summary()
     # measured: PSNR-Y 33.00 vs bicubic 34.21 dB, warping error 0.43 vs the original's 1.37 (the image default

@@ -21,6 +21,7 @@ from tadsr_cli.eval.temporal import (
     warp_error,
     write_temporal_report,
 )
+from tadsr_cli.pipeline.video_demux import read_frames
 
 SIZE = 96  # HR side; LQ is SIZE // 4
 
@@ -120,12 +121,13 @@ def _write_clip(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
-def test_evaluate_video_files_and_report(tmp_path: Path) -> None:
+def test_video_files_through_the_pipeline_reader_and_report(tmp_path: Path) -> None:
     gt = pan(5)
     lq_path = _write_clip(tmp_path / "lq.mkv", lq_of(gt))
     gt_path = _write_clip(tmp_path / "gt.mkv", gt)
     seen: list[tuple[int, int | None]] = []
-    rep = evaluate_video(lq_path, gt_path, {"steady": steady}, progress=lambda d, t: seen.append((d, t)))
+    rep = measure_temporal(read_frames(lq_path), {"steady": steady}, read_frames(gt_path),
+                           progress=lambda d, t: seen.append((d, t)), total=5)
     assert seen[0] == (0, 5) and seen[-1] == (5, 5)
     # lossless clips: the PSNR equals the in-memory one
     direct = measure_temporal(lq_of(gt), {"steady": steady}, gt_frames=gt)
@@ -135,10 +137,10 @@ def test_evaluate_video_files_and_report(tmp_path: Path) -> None:
     assert data["frames"] == 5 and data["flow_source"] == "gt"
     assert len(data["per_frame"]["steady"]["warp_error"]) == 4
     assert "| steady |" in paths["markdown"].read_text()
-    short = evaluate_video(lq_path, None, {}, max_frames=3)
-    assert short.frames == 3
+    short = evaluate_video(lq_path, None, [], max_frames=3)  # no model: bicubic alone, first 3 frames
+    assert short.frames == 3 and set(short.methods) == {REFERENCE, "bicubic"}
     with pytest.raises(InputError):
-        next(iter(evaluate_video(tmp_path / "report" / "temporal.md", None, {}).methods))
+        evaluate_video(tmp_path / "report" / "temporal.md", None, [])
 
 
 def test_eval_cli_on_a_video_scores_the_video_default_beside_bicubic(tmp_path: Path) -> None:

@@ -12,15 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from tadsr_cli.engines import create_engine
+from tadsr_cli.base.errors import EngineUnavailableError
+from tadsr_cli.engines import create_engine, openvino_engine
 from tadsr_cli.models.checkpoints import save_model
 from tadsr_cli.models.presets import tiny_test_config
 from tadsr_cli.models.sr_model import DiffusionSR
 from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 from tests.test_batch import img, run_cli
 
-ov = pytest.importorskip("openvino")
-from tadsr_cli.engines import openvino_engine  # noqa: E402  (needs openvino)
+try:
+    ov = openvino_engine.import_openvino()
+except EngineUnavailableError:
+    pytest.skip("OpenVINO is not installed", allow_module_level=True)
 
 
 def tiny_model() -> DiffusionSR:
@@ -73,6 +76,19 @@ def test_tiles_batches_and_sizes_on_one_compiled_model(tmp_path):
         out = eng.run(lq, noise)
         assert out.shape == (b, 3, 4 * h, 4 * w) and out.dtype == torch.float32
         assert float((out - ref.run(lq, noise)).abs().max()) < 1e-3
+
+
+def test_a_recurring_shape_gets_its_own_compile_with_the_same_output(tmp_path):
+    model = tiny_model()
+    eng = create_engine("openvino", model, device="cpu", precision="fp32", cache_dir=tmp_path)
+    lq = torch.rand(2, 3, 16, 32) * 2 - 1
+    noise = torch.randn(2, model.latent_channels, 16, 32)
+    first = eng.run(lq, noise)
+    for _ in range(openvino_engine.STATIC_AFTER):
+        again = eng.run(lq, noise)
+    assert list(eng._static) == [(2, 3, 16, 32)]  # a video's frames / a folder of same-size photos
+    assert float((again - first).abs().max()) < 1e-4
+    assert eng.run(lq[:1], noise[:1]).shape == (1, 3, 64, 128)  # other shapes: the dynamic compile
 
 
 def test_compiled_model_is_cached_beside_the_export(tmp_path):
@@ -130,6 +146,15 @@ def upscale_falls_back(tmp_path: Path, model_file: Path, capsys, backend: str, *
 def warning_lines(caplog, word: str) -> list[str]:
     """The warnings logged (the CLI prints each as one line on stderr; under pytest they go to caplog)."""
     return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and word in r.getMessage()]
+
+
+def test_import_leaves_openvino_telemetry_off():
+    import subprocess
+
+    code = ("import sys; from tadsr_cli.engines.openvino_engine import import_openvino; import_openvino(); "
+            "print(any(m.startswith('openvino_telemetry') for m in sys.modules if sys.modules[m] is not None))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_not_installed(tmp_path, model_file, capsys, caplog, monkeypatch):

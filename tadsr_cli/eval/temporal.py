@@ -7,81 +7,55 @@ taken over pixels that are not occluded (forward-backward flow consistency) and 
 edge. The reference frames' own figure is the floor set by motion and interpolation; a method above it adds flicker.
 
 Frames stream through one at a time (only the previous frame of each method is kept), so long videos fit in memory.
+`evaluate_video` measures what `tadsr upscale VIDEO` makes: each model runs through the session's own video path
+(`Session.upscale_video`: the pipeline's reader, engine, tiles, colour fix, temporal filter, encoder) and every frame
+is measured on its way to the encoder, as the 8-bit values an 8-bit output gets. `measure_temporal` measures frame
+methods on frames in memory (benchmarks):
 
-    from tadsr_cli.eval.temporal import evaluate_video
-    report = evaluate_video(Path("clip.mp4"), None, {"mine": my_upscale})  # my_upscale(rgb01 HxWx3) -> rgb01
+    report = measure_temporal(lq_frames, {"mine": my_upscale}, gt_frames)  # my_upscale(rgb01 HxWx3) -> rgb01
     report.summary()["bicubic"]["warp_error"]
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
 import cv2
 import numpy as np
 
 from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import InputError, OutputError
+from tadsr_cli.eval.baselines import baseline_upscale
 from tadsr_cli.eval.psnr_ssim import psnr
+from tadsr_cli.pipeline.image_read import to_float01
 from tadsr_cli.pipeline.temporal_filter import warp
+from tadsr_cli.pipeline.video_format import to_rgb24
+
+if TYPE_CHECKING:
+    from tadsr_cli.pipeline.session import Session
+    from tadsr_cli.pipeline.settings import RunSettings
 
 FrameMethod = Callable[[np.ndarray], np.ndarray]  # RGB float32 [0, 1] HxWx3 -> upscaled RGB float32 [0, 1]
 TemporalProgress = Callable[[int, int | None], None]  # (frames done, total or None)
+FrameSink = Callable[[str, int, np.ndarray], None]  # (method, frame index, the measured RGB uint8 frame)
 
 REFERENCE = "reference"  # key of the flow source's own figures in the report
 
 
-def iter_video_frames(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Decoded RGB uint8 frames of the first video stream of `path`, in presentation order."""
-    path = Path(path)
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable video ({exc})") from exc
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        count = 0
-        try:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
-                count += 1
-                if max_frames is not None and count >= max_frames:
-                    return
-        except av.FFmpegError as exc:
-            raise InputError(f"{path}: decoding failed after {count} frames ({exc})") from exc
-
-
-def video_frame_count(path: Path) -> int | None:
-    """Number of video packets (= frames), counted without decoding; None when the file cannot be read."""
-    try:
-        with av.open(str(path), metadata_errors="ignore") as c:
-            if not c.streams.video:
-                return None
-            return sum(1 for p in c.demux(c.streams.video[0]) if p.size) or None
-    except (av.FFmpegError, OSError, ValueError):
-        return None
-
-
 def bicubic_upscale(lq: np.ndarray, scale: int) -> np.ndarray:
-    """RGB uint8 or float [0, 1] -> float32 [0, 1], `scale` times larger (OpenCV bicubic, clipped)."""
-    x = lq.astype(np.float32) / 255.0 if lq.dtype == np.uint8 else lq.astype(np.float32)
-    h, w = x.shape[:2]
-    return np.clip(cv2.resize(x, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+    """RGB uint8 or float [0, 1] -> float32 [0, 1], `scale` times larger (eval's bicubic baseline)."""
+    return baseline_upscale(lq, "bicubic", scale)
 
 
 def to_u8(rgb: np.ndarray) -> np.ndarray:
-    if rgb.dtype == np.uint8:
-        return rgb
-    return np.clip(np.round(rgb.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    """The 8-bit frame that is measured: for float output, the values an 8-bit output video is encoded from."""
+    return rgb if rgb.dtype == np.uint8 else to_rgb24(rgb)
 
 
 # ---- flow and warping ------------------------------------------------------------------------------------------
@@ -153,6 +127,7 @@ class TemporalReport:
     scale: int
     methods: dict[str, MethodTemporal]  # includes "bicubic" and REFERENCE (the flow source itself)
     notes: list[str] = field(default_factory=list)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model: how it ran (`evaluate_video`)
 
     def summary(self) -> dict[str, dict[str, float | None]]:
         return {name: m.summary() for name, m in self.methods.items()}
@@ -172,6 +147,7 @@ class TemporalReport:
                 name: {"psnr_y": clean(m.psnr_y), "st_lpips": clean(m.st_lpips), "warp_error": clean(m.warp_error)}
                 for name, m in self.methods.items()
             },
+            "runs": self.runs,
             "notes": self.notes,
         }
 
@@ -190,6 +166,9 @@ class TemporalReport:
             cells = [_cell(row["psnr_y"], 2), _cell(row["st_lpips"], 4), _cell(row["warp_error"], 3)]
             label = f"{REFERENCE} ({ref})" if name == REFERENCE else name
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for name, run in self.runs.items():
+            how = ", ".join(f"{k} {v}" for k, v in run.items() if k != "model" and v is not None)
+            lines.append(f"\n* {name}: {how}")
         lines += [f"\n* {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
@@ -214,6 +193,71 @@ def write_temporal_report(report: TemporalReport, out_dir: Path) -> dict[str, Pa
 
 
 # ---- measuring -------------------------------------------------------------------------------------------------
+class TemporalMeter:
+    """Measures frames as they come, in display order: `add(lq, outputs)` once per LQ frame, then `finish()`.
+
+    `gt_frames`: the matching HR frames (RGB uint8, or float [0, 1]), or None (the flow then comes from bicubic).
+    `stlpips(sr, gt) -> float` (e.g. `eval.stlpips.STLPIPSMetric`) is used per frame when given and GT is present.
+    `on_frame(method, index, rgb_u8)` sees every measured output frame.
+    """
+
+    def __init__(self, names: Sequence[str], gt_frames: Iterable[np.ndarray] | None = None, scale: int = 4,
+                 stlpips: Callable[[np.ndarray, np.ndarray], float] | None = None, border: int = 8,
+                 on_frame: FrameSink | None = None) -> None:
+        if REFERENCE in names:
+            raise InputError(f"method name '{REFERENCE}' is reserved")
+        self.report = TemporalReport(0, "gt" if gt_frames is not None else "bicubic", scale,
+                                     {n: MethodTemporal() for n in [REFERENCE, *names]})
+        self.scale, self.stlpips, self.border, self.on_frame = scale, stlpips, border, on_frame
+        self.ended = False  # the GT video ended: later frames are not measured
+        self._gt = iter(gt_frames) if gt_frames is not None else None
+        self._flow = FlowEstimator()
+        self._prev: dict[str, np.ndarray] = {}
+
+    def add(self, lq: np.ndarray, outputs: Mapping[str, np.ndarray]) -> None:
+        """Measure the outputs (RGB float [0, 1] or uint8, by method) of the next LQ frame `lq`."""
+        if self.ended:
+            return
+        rep = self.report
+        gt = None
+        if self._gt is not None:
+            gt = next(self._gt, None)
+            if gt is None:
+                self.ended = True
+                rep.notes.append(f"the GT video ended after {rep.frames} frames; the rest is not measured")
+                return
+            gt = to_u8(gt)
+        frames = {name: to_u8(out) for name, out in outputs.items()}
+        if gt is not None:
+            reference = gt
+        else:
+            reference = frames["bicubic"] if "bicubic" in frames else to_u8(bicubic_upscale(lq, self.scale))
+        for name, out in frames.items():
+            if gt is not None:
+                a, b = _common_size(out, gt)
+                rep.methods[name].psnr_y.append(psnr(a, b, crop_border=self.scale))
+                if self.stlpips is not None:
+                    rep.methods[name].st_lpips.append(float(self.stlpips(a, b)))
+            if self.on_frame is not None:
+                self.on_frame(name, rep.frames, out)
+        if REFERENCE in self._prev:
+            prev_ref = self._prev[REFERENCE]
+            fl, valid = self._flow.backward(prev_ref, reference)
+            rep.methods[REFERENCE].warp_error.append(warp_error(prev_ref, reference, fl, valid, self.border))
+            for name, out in frames.items():
+                a, b = _common_size(self._prev[name], out)
+                rep.methods[name].warp_error.append(warp_error(a, b, fl, valid, self.border))
+        self._prev = {REFERENCE: reference, **frames}
+        rep.frames += 1
+
+    def finish(self) -> TemporalReport:
+        if self.report.frames == 0:
+            raise InputError("no frames to measure")
+        if self.report.frames == 1:
+            self.report.notes.append("a single frame: no warping error (it needs two)")
+        return self.report
+
+
 def measure_temporal(
     lq_frames: Iterable[np.ndarray],
     methods: Mapping[str, FrameMethod],
@@ -223,55 +267,25 @@ def measure_temporal(
     border: int = 8,
     progress: TemporalProgress | None = None,
     total: int | None = None,
+    on_frame: FrameSink | None = None,
 ) -> TemporalReport:
-    """Run every method on every LQ frame and measure them; bicubic is always included.
+    """Run every method on every LQ frame (RGB uint8 or float [0, 1]) and measure them; bicubic is always included.
 
-    `lq_frames`: RGB uint8 (or float [0, 1]) frames; `gt_frames`: the matching HR frames (uint8), or None.
-    `stlpips(sr, gt) -> float` (e.g. `eval.stlpips.STLPIPSMetric`) is used per frame when given and GT is present.
+    See `TemporalMeter` for `gt_frames`, `stlpips` and `on_frame`.
     """
-    if "bicubic" in methods or REFERENCE in methods:
-        raise InputError(f"method names 'bicubic' and '{REFERENCE}' are reserved")
-    names = ["bicubic", *methods]
-    report = TemporalReport(0, "gt" if gt_frames is not None else "bicubic", scale,
-                            {n: MethodTemporal() for n in [REFERENCE, *names]})
-    flow = FlowEstimator()
-    prev: dict[str, np.ndarray] = {}
-    gt_iter = iter(gt_frames) if gt_frames is not None else None
+    if "bicubic" in methods:
+        raise InputError("method name 'bicubic' is reserved")
+    meter = TemporalMeter(["bicubic", *methods], gt_frames, scale, stlpips, border, on_frame)
     if progress is not None:
         progress(0, total)
     for lq in lq_frames:
-        lq01 = lq.astype(np.float32) / 255.0 if lq.dtype == np.uint8 else lq.astype(np.float32)
-        outputs = {"bicubic": to_u8(bicubic_upscale(lq01, scale))}
-        for name, fn in methods.items():
-            outputs[name] = to_u8(fn(lq01))
-        gt = None
-        if gt_iter is not None:
-            gt = next(gt_iter, None)
-            if gt is None:
-                report.notes.append(f"the GT video ended after {report.frames} frames; the rest is not measured")
-                break
-        reference = gt if gt is not None else outputs["bicubic"]
-        if gt is not None:
-            for name in names:
-                out, ref_gt = _common_size(outputs[name], gt)
-                report.methods[name].psnr_y.append(psnr(out, ref_gt, crop_border=scale))
-                if stlpips is not None:
-                    report.methods[name].st_lpips.append(float(stlpips(out, ref_gt)))
-        if REFERENCE in prev:
-            fl, valid = flow.backward(prev[REFERENCE], reference)
-            report.methods[REFERENCE].warp_error.append(warp_error(prev[REFERENCE], reference, fl, valid, border))
-            for name in names:
-                a, b = _common_size(prev[name], outputs[name])
-                report.methods[name].warp_error.append(warp_error(a, b, fl, valid, border))
-        prev = {REFERENCE: reference, **outputs}
-        report.frames += 1
+        lq01 = to_float01(lq)
+        meter.add(lq01, {"bicubic": bicubic_upscale(lq01, scale), **{n: fn(lq01) for n, fn in methods.items()}})
+        if meter.ended:
+            break
         if progress is not None:
-            progress(report.frames, total)
-    if report.frames == 0:
-        raise InputError("no frames to measure")
-    if report.frames == 1:
-        report.notes.append("a single frame: no warping error (it needs two)")
-    return report
+            progress(meter.report.frames, total)
+    return meter.finish()
 
 
 def _common_size(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -280,71 +294,103 @@ def _common_size(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a[:h, :w], b[:h, :w]
 
 
+# ---- a video, as `tadsr upscale` makes it --------------------------------------------------------------------------
+@dataclass
+class VideoRun:
+    """One model on the video: the settings `tadsr upscale` would run with, and where its output video goes."""
+
+    label: str
+    settings: RunSettings
+    dst: Path
+
+
+def run_label(session: Session) -> str:
+    """`name (N step[s])` of the model a session runs on video."""
+    name = session.settings.model.model_for("video")
+    label = Path(name).stem if Path(name).suffix == ".safetensors" else name
+    steps = session.steps["video"]
+    return f"{label} ({steps} step{'s' if steps != 1 else ''})"
+
+
+def video_method(session: Session) -> tuple[str, FrameMethod]:
+    """(label, frame method): the frame upscaler `tadsr upscale` runs on one video, for frames in memory.
+
+    It keeps state (temporal filter), so frames must come in order, from one video.
+    """
+    return run_label(session), session.video_upscaler().upscale
+
+
+class _Measured:
+    """The frame upscaler `tadsr upscale` built, unchanged, measuring each frame it hands to the encoder."""
+
+    def __init__(self, inner: Any, label: str, meter: TemporalMeter) -> None:
+        self.inner, self.label, self.meter = inner, label, meter
+        self.scale = inner.scale
+
+    def upscale(self, rgb: np.ndarray) -> np.ndarray:
+        out = self.inner.upscale(rgb)
+        self.meter.add(rgb, {self.label: out})
+        return out
+
+
 def evaluate_video(
     lq: Path,
     gt: Path | None,
-    methods: Mapping[str, FrameMethod],
+    runs: Sequence[VideoRun],
+    baselines: Sequence[str] = (),
     scale: int = 4,
     max_frames: int | None = None,
     stlpips: Callable[[np.ndarray, np.ndarray], float] | None = None,
-    progress: TemporalProgress | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    on_frame: FrameSink | None = None,
 ) -> TemporalReport:
-    """`measure_temporal` over the frames of video files `lq` (and `gt`)."""
-    total = video_frame_count(lq)
-    if total is not None and max_frames is not None:
-        total = min(total, max_frames)
-    gt_frames = iter_video_frames(gt, max_frames) if gt is not None else None
-    return measure_temporal(iter_video_frames(lq, max_frames), methods, gt_frames, scale=scale, stlpips=stlpips,
-                            progress=progress, total=total)
+    """Each run through `tadsr upscale`'s video path (its output written to `run.dst`), then bicubic and
+    `baselines` on the same LQ frames, all measured against `gt` (read by the pipeline's video reader).
 
-
-@dataclass
-class ModelSettings:
-    """How `model_method` runs a model on each frame (the same pipeline as `tadsr upscale` on a video)."""
-
-    device: str = "auto"
-    precision: str = "fp32"
-    steps: int | None = None  # None: what the model is meant for
-    sampler: str = "deterministic"
-    seed: int = 0
-    tile: int = 128
-    tile_overlap: int = 16
-    tile_batch: int = 4
-    noise_scale: float | None = None  # None: the video default of `tadsr upscale` (pipeline.settings)
-    color_fix: str | None = None  # None: the default of `tadsr upscale`
-    temporal_smoothing: float | None = None  # None: the video default of `tadsr upscale`
-
-
-def model_method(model: str | None, settings: ModelSettings | None = None) -> tuple[str, FrameMethod]:
-    """(label, frame method) for `--model` (None or "default": the embedded video default): what
-    `tadsr upscale clip.mp4` runs.
-
-    The pipeline `Upscaler` on one engine with one noise field per seed for every frame, the colour fix and the
-    motion-compensated temporal smoothing; the method keeps state, so frames must come in order.
+    `max_frames`: the first N frames only (as `tadsr upscale --max-frames N`). `progress(pass, done, total)`.
     """
-    # Imported here: the engines pull in torch backends that plain metric users of this module do not need.
-    from tadsr_cli.base.devices import resolve_device
-    from tadsr_cli.engines import create_engine
-    from tadsr_cli.models import registry
-    from tadsr_cli.pipeline.color_fix import DEFAULT_COLOR_FIX, ColorFixedUpscaler
-    from tadsr_cli.pipeline.settings import VIDEO_NOISE_SCALE, VIDEO_TEMPORAL_SMOOTHING
-    from tadsr_cli.pipeline.temporal_filter import TemporalStabilizer
-    from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
+    from tadsr_cli.pipeline.session import Session
+    from tadsr_cli.pipeline.video_demux import read_frames
 
-    s = settings or ModelSettings()
-    model = registry.model_name(model, "video")
-    steps = s.steps or registry.default_steps(model) or 1
-    device = resolve_device(s.device)
-    engine = create_engine("torch", registry.resolve_model(model, device="cpu"), device=str(device),
-                           precision=s.precision, steps=steps, sampler=s.sampler, seed=s.seed)
-    noise_scale = VIDEO_NOISE_SCALE if s.noise_scale is None else s.noise_scale
-    upscaler: Any = Upscaler(engine, TileOptions(tile=s.tile, overlap=s.tile_overlap, batch=s.tile_batch),
-                             seed=s.seed, noise_scale=noise_scale)
-    color_fix = DEFAULT_COLOR_FIX if s.color_fix is None else s.color_fix
-    if color_fix != "none":
-        upscaler = ColorFixedUpscaler(upscaler, color_fix)
-    smoothing = VIDEO_TEMPORAL_SMOOTHING if s.temporal_smoothing is None else s.temporal_smoothing
-    if smoothing > 0:
-        upscaler = TemporalStabilizer(upscaler, smoothing)
-    label = Path(model).stem if Path(model).suffix == ".safetensors" else model
-    return f"{label} ({steps} step{'s' if steps != 1 else ''})", upscaler.upscale
+    def gt_frames() -> Iterable[np.ndarray] | None:
+        return None if gt is None else read_frames(gt, max_frames)
+
+    def ticks(name: str) -> TemporalProgress | None:
+        return None if progress is None else functools.partial(progress, name)
+
+    parts: list[TemporalReport] = []
+    runs_info: dict[str, dict[str, Any]] = {}
+    total = max_frames
+    for run in runs:
+        settings = replace(run.settings, video={**run.settings.video, "max_frames": max_frames})
+        session = Session(settings)
+        meter = TemporalMeter([run.label], gt_frames(), scale, stlpips, on_frame=on_frame)
+        video = session.upscale_video(lq, run.dst, ticks(run.label), resume=False,  # eval sees every frame
+                                      wrap=functools.partial(_Measured, label=run.label, meter=meter))
+        parts.append(meter.finish())
+        runs_info[run.label] = _describe(session)
+        total = video.frames_in
+        del session  # its engine's memory goes before the next run's
+    names = [b for b in baselines if b != "bicubic"]
+    methods = {b: functools.partial(baseline_upscale, kind=b, scale=scale) for b in names}
+    report = measure_temporal(read_frames(lq, max_frames), methods, gt_frames(), scale, stlpips,
+                              progress=ticks(", ".join(["bicubic", *names])), total=total, on_frame=on_frame)
+    for part in parts:
+        label = next(n for n in part.methods if n != REFERENCE)
+        report.methods[label] = part.methods[label]
+        report.notes += [n for n in part.notes if n not in report.notes]
+        if part.frames != report.frames:
+            report.notes.append(f"{label}: {part.frames} frames measured, {report.frames} for bicubic")
+    report.runs = runs_info
+    return report
+
+
+def _describe(session: Session) -> dict[str, Any]:
+    """How a run ran, as resolved (backend, precision): for the report."""
+    s = session.settings
+    engine = session.upscaler_for("video").engine
+    return {"model": str(session.model_paths["video"]), "steps": session.steps["video"],
+            "backend": getattr(engine, "name", s.model.backend), "precision": getattr(engine, "precision", None),
+            "device": str(getattr(engine, "device", s.model.device)), "seed": s.model.seed,
+            "tile": s.tiles.tile, "color_fix": s.color_fix, "noise_scale": s.model.noise_scale_for("video"),
+            "temporal_smoothing": s.temporal_smoothing}

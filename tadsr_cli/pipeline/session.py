@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tadsr_cli.base.devices import resolve_device
-from tadsr_cli.base.errors import ConfigError, InputError
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError, InputError, OutputError
 from tadsr_cli.engines import create_engine
 from tadsr_cli.models import registry
 from tadsr_cli.models.checkpoints import read_model_config
@@ -49,8 +49,17 @@ def build_upscaler(settings: ModelSettings, tiles: TileOptions, model_path: Path
         opts["model_path"] = model_path  # exported graphs/engines are cached next to the model file
     if settings.backend.lower() == "tensorrt":
         opts.update(tile=tiles.tile, batch=tiles.batch)  # the engine's optimisation profile
-    engine = create_engine(settings.backend, model, device=str(device), precision=precision, steps=steps,
-                           sampler=settings.sampler, **opts)
+    try:
+        engine = create_engine(settings.backend, model, device=str(device), precision=precision, steps=steps,
+                               sampler=settings.sampler, **opts)
+    except (EngineUnavailableError, OutputError, OSError) as exc:
+        if settings.backend.lower() != "openvino":
+            raise
+        # OpenVINO is a speed-up, not a requirement: not installed, no bf16, a compile error, a full disk
+        # while exporting its graph all leave a working torch run (one line says why)
+        log.warning("--backend openvino unavailable (%s); running torch", str(exc).strip().splitlines()[0])
+        engine = create_engine("torch", model, device=str(device), precision=precision, steps=steps,
+                               sampler=settings.sampler, seed=settings.seed)
     upscaler = Upscaler(engine, tiles, seed=settings.seed, noise_scale=settings.noise_scale_for("image"))
     return upscaler if color_fix == "none" else ColorFixedUpscaler(upscaler, color_fix)
 
@@ -97,21 +106,39 @@ class Session:
                 f"{self.steps['video']}|{m.sampler}|{self.settings.tiles}|{self.settings.color_fix}|"
                 f"{m.noise_scale_for('video')}|{self.settings.temporal_smoothing}")
 
+    def video_upscaler(self) -> Any:
+        """The frame upscaler of one video: the video model's, at the video noise scale, with its own temporal
+        filter (no memory across files)."""
+        upscaler = self.upscaler_for("video")
+        upscaler.noise_scale = self.settings.model.noise_scale_for("video")
+        if self.settings.temporal_smoothing > 0:
+            upscaler = TemporalStabilizer(upscaler, self.settings.temporal_smoothing)
+        return upscaler
+
+    def upscale_video(self, src: Path, dst: Path, progress: Callable[[int, int | None], None] | None = None,
+                      wrap: Callable[[Any], Any] | None = None, resume: bool = True) -> Any:
+        """`src` -> `dst` as `tadsr upscale` does it; returns the `VideoReport`.
+
+        `wrap(upscaler)` may wrap the frame upscaler (eval measures each frame there). `resume`: an interrupted
+        video continues from its last finished segment (--overwrite starts over); eval turns it off, since it must
+        see every frame."""
+        video = video_module()
+        if video is None:
+            raise InputError(f"{src}: video support is not available in this installation")
+        options = video.VideoOptions(**self.settings.video, outscale=self.settings.image.outscale, resume=resume,
+                                     restart=self.settings.output.overwrite, resume_key=self.resume_key())
+        upscaler = self.video_upscaler()
+        if wrap is not None:
+            upscaler = wrap(upscaler)
+        return video.upscale_video(src, dst, upscaler, options, progress=progress)
+
     def process(self, job: Job, progress: UnitProgress) -> dict[str, Any]:
-        upscaler = self.upscaler_for(job.kind)
-        upscaler.noise_scale = self.settings.model.noise_scale_for(job.kind)
         if job.kind == "video":
-            video = video_module()
-            if video is None:
-                raise InputError(f"{job.src}: video support is not available in this installation")
-            # Resumable: an interrupted video continues from its last finished segment; --overwrite starts over.
-            options = video.VideoOptions(**self.settings.video, outscale=self.settings.image.outscale, resume=True,
-                                         restart=self.settings.output.overwrite, resume_key=self.resume_key())
-            if self.settings.temporal_smoothing > 0:  # one filter per video: no memory across files
-                upscaler = TemporalStabilizer(upscaler, self.settings.temporal_smoothing)
-            rep = video.upscale_video(job.src, job.dst, upscaler, options, progress=progress("frame"))
+            rep = self.upscale_video(job.src, job.dst, progress("frame"))
             return {"frames": rep.frames_out, "fps": rep.fps, "out_size": list(rep.out_size),
                     "resumed_frames": rep.resumed_frames}
+        upscaler = self.upscaler_for(job.kind)
+        upscaler.noise_scale = self.settings.model.noise_scale_for(job.kind)
         res = image_io.upscale_image(job.src, job.dst, upscaler, self.settings.image, progress=progress("tile"))
         return {"out_size": list(res.out_size)}
 

@@ -22,8 +22,8 @@ import av.video.stream
 import numpy as np
 
 from tadsr_cli.base.errors import InputError
-from tadsr_cli.pipeline.video_format import VideoFormat, to_rgb
-from tadsr_cli.pipeline.video_probe import frame_rate
+from tadsr_cli.pipeline.video_format import VideoFormat, frame_format, to_rgb
+from tadsr_cli.pipeline.video_probe import frame_rate, open_video
 from tadsr_cli.pipeline.video_stages import END, Channel, Stopped
 
 
@@ -103,16 +103,41 @@ class Decoder:
                 raise Stopped
             if index < skip:
                 continue  # in a finished segment of the run being resumed: decoded only to get past it
-            if (obj.width, obj.height) != (fmt.width, fmt.height):
-                # Mid-stream resolution change: one output size, so rescale to the first frame's size.
-                if not self.resized:
-                    self.warnings.append(
-                        f"resolution changes mid-stream ({fmt.width}x{fmt.height} -> {obj.width}x{obj.height});"
-                        f" such frames are resized to {fmt.width}x{fmt.height}"
-                    )
-                self.resized += 1
-                pts, dur = obj.pts, obj.duration
-                obj = obj.reformat(width=fmt.width, height=fmt.height, interpolation="BICUBIC")
-                obj.pts, obj.duration = pts, dur
+            obj = self.conform(obj, fmt)
             chan.put(Frame(index, to_rgb(obj, fmt.bits), int(obj.pts), int(obj.duration or 0)), is_frame=True)
         chan.put(END, is_frame=False)
+
+    def conform(self, obj: av.VideoFrame, fmt: VideoFormat) -> av.VideoFrame:
+        """`obj` at the first frame's size: a mid-stream resolution change is resized (one output size)."""
+        if (obj.width, obj.height) == (fmt.width, fmt.height):
+            return obj
+        if not self.resized:
+            self.warnings.append(
+                f"resolution changes mid-stream ({fmt.width}x{fmt.height} -> {obj.width}x{obj.height});"
+                f" such frames are resized to {fmt.width}x{fmt.height}"
+            )
+        self.resized += 1
+        pts, dur = obj.pts, obj.duration
+        obj = obj.reformat(width=fmt.width, height=fmt.height, interpolation="BICUBIC")
+        obj.pts, obj.duration = pts, dur
+        return obj
+
+
+def read_frames(src: Path, max_frames: int | None = None, allow_partial: bool = False) -> Iterator[np.ndarray]:
+    """The RGB float32 frames `upscale_video` hands its upscaler (same decoder, colour conversion, size handling),
+    for readers beside the pipeline (eval's ground truth and baselines)."""
+    inp, vstream = open_video(src)
+    try:
+        vstream.thread_type = "AUTO"
+        decoder = Decoder(src, allow_partial)
+        fmt: VideoFormat | None = None
+        try:
+            for obj in decoder.frames(inp, vstream, max_frames):
+                fmt = fmt or frame_format(obj, vstream)
+                yield to_rgb(decoder.conform(obj, fmt), fmt.bits)
+        except av.FFmpegError as exc:
+            raise InputError(f"{src}: cannot decode video ({exc})") from exc
+        if fmt is None:
+            raise InputError(f"{src}: no decodable video frames")
+    finally:
+        inp.close()

@@ -87,6 +87,11 @@ def to_rgb(frame: av.VideoFrame, bits: int) -> np.ndarray:
     return arr.astype(np.float32) * scale
 
 
+def to_rgb24(rgb: np.ndarray) -> np.ndarray:
+    """RGB float [0, 1] -> uint8 as an 8-bit output video gets it (eval measures these very values)."""
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def is_rgb_family(pix_fmt: str) -> bool:
     try:
         return bool(av.VideoFormat(pix_fmt).is_rgb)
@@ -230,8 +235,7 @@ class EncoderSpec:
             arr = np.clip(rgb * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb48le")
         else:
-            arr = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(to_rgb24(rgb)), format="rgb24")
         if is_rgb_family(self.pix_fmt):
             out = frame.reformat(format=self.pix_fmt)
         else:
