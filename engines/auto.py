@@ -130,20 +130,32 @@ def choose(seconds: dict[str, float]) -> str:
     return fastest
 
 
-def _read_verdict(path: Path, key: dict[str, Any]) -> str | None:
+def _verdicts(path: Path) -> list[dict[str, Any]]:
+    """Every verdict cached for this graph: one per machine key (thread count, precision, versions), so runs with
+    different settings (e.g. 1-thread cluster workers beside a 2-thread local run) do not re-time each other's."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    if data.get("key") != key or data.get("choice") not in ("torch", *GRAPH_BACKENDS):
-        return None
-    return str(data["choice"])
+        return []
+    entries = data.get("verdicts") if isinstance(data, dict) else None
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _read_verdict(path: Path, key: dict[str, Any]) -> str | None:
+    for entry in _verdicts(path):
+        if entry.get("key") == key and entry.get("choice") in ("torch", *GRAPH_BACKENDS):
+            return str(entry["choice"])
+    return None
+
+
+MAX_VERDICTS = 16  # per graph; the oldest go first
 
 
 def _write_verdict(path: Path, key: dict[str, Any], record: dict[str, Any]) -> None:
+    kept = [e for e in _verdicts(path) if e.get("key") != key][-(MAX_VERDICTS - 1):]
     try:
         with atomic_write_path(path) as tmp:
-            tmp.write_text(json.dumps({"key": key, **record}, indent=1))
+            tmp.write_text(json.dumps({"verdicts": [*kept, {"key": key, **record}]}, indent=1))
     except OSError as exc:  # a read-only cache only costs a new measurement next time
         log.debug("could not cache the backend choice in %s: %s", path, exc)
 

@@ -50,17 +50,21 @@ def test_the_faster_backend_is_chosen_and_the_verdict_cached(model, tmp_path, mo
     eng = create_engine("auto", model, device="cpu", precision="fp32", cache_dir=cache)
     assert eng.name == faster
     verdicts = list(cache.glob("*.speed.json"))
-    assert len(verdicts) == 1 and json.loads(verdicts[0].read_text())["choice"] == faster
+    assert len(verdicts) == 1 and json.loads(verdicts[0].read_text())["verdicts"][0]["choice"] == faster
 
     def no_timing(*_args, **_kwargs):
         raise AssertionError("the cached verdict should have been used")
 
     monkeypatch.setattr(auto, "compare", no_timing)
     assert create_engine("auto", model, device="cpu", precision="fp32", cache_dir=cache).name == faster
-    # another precision of the torch candidate is another question: measured again
+    # another precision (or thread count) is another question: measured again, kept beside the first verdict
     monkeypatch.setattr(auto, "compare", fake_timer(times))
     create_engine("auto", model, device="cpu", precision="bf16", cache_dir=cache)
-    assert len(list(cache.glob("*.speed.json"))) == 1  # one file per graph, re-keyed
+    assert len(list(cache.glob("*.speed.json"))) == 1  # one file per graph
+    assert len(json.loads(verdicts[0].read_text())["verdicts"]) == 2
+    monkeypatch.setattr(auto, "compare", no_timing)
+    for precision in ("fp32", "bf16"):  # both answered from the cache
+        create_engine("auto", model, device="cpu", precision=precision, cache_dir=cache)
 
 
 def test_teacher_sampling_and_fp16_stay_on_torch(model, tmp_path, monkeypatch):
