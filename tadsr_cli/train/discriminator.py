@@ -83,7 +83,9 @@ class FiLM(nn.Module):
 
     def forward(self, f: Tensor, emb: Tensor) -> Tensor:
         scale, shift = self.emb(emb).to(f.dtype)[:, :, None, None].chunk(2, dim=1)
-        h = self.norm(f.float()).to(f.dtype) * (1 + scale) + shift
+        # NCHW for the norm: torch 2.13's CPU GroupNorm backward segfaults on a channels_last input that needs no
+        # gradient (the teacher's features in the D step); a no-op for NCHW features
+        h = self.norm(f.float().contiguous()).to(f.dtype) * (1 + scale) + shift
         return f + self.conv(torch.nn.functional.silu(h))
 
 

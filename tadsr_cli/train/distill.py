@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,7 @@ from torch import Tensor, nn
 
 from tadsr_cli.base.devices import resolve_device
 from tadsr_cli.base.errors import RecipeError, TrainingError
-from tadsr_cli.models.checkpoints import load_model_file, save_model
-from tadsr_cli.models.sr_model import DiffusionSR
+from tadsr_cli.models.checkpoints import save_model
 from tadsr_cli.train.checkpointing import CheckpointManager
 from tadsr_cli.train.data_stream import build_train_dataset, build_validation_set
 from tadsr_cli.train.discriminator import TimeAwareDiscriminator
@@ -54,47 +54,11 @@ from tadsr_cli.train.randomness import sample_noise, step_generator
 from tadsr_cli.train.recipe import check_timesteps
 from tadsr_cli.train.recipe_schema import Recipe
 from tadsr_cli.train.task import TrainResult, TrainTask, X0Predictor, load_weights_into
+from tadsr_cli.train.teacher_targets import TargetsAhead, TeacherInference, choose_engine, load_teacher
+from tadsr_cli.train.timing import timed
 from tadsr_cli.train.validation import validate_ema_model
 
 __all__ = ["DistillTask", "load_teacher", "make_task", "run_recipe"]
-
-
-def _resolve_teacher_path(name: str) -> Path:
-    """A model file, a registry name, or a released file stem (e.g. `resshift_realsrx4_s15_v1`)."""
-    from tadsr_cli.models import registry
-
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    if name not in registry.REGISTRY:
-        for entry in registry.REGISTRY.values():
-            if entry.denoiser is not None and Path(entry.denoiser.filename).stem == name:
-                name = entry.name
-                break
-    return registry.resolve_model_path(name)
-
-
-def load_teacher(recipe: Recipe, device: torch.device, console: Console | None = None) -> DiffusionSR:
-    """The frozen teacher: a model file / registry model, or the inline config (+ `init` weights)."""
-    if recipe.model.teacher is not None:
-        teacher = load_model_file(_resolve_teacher_path(recipe.model.teacher), device=device)
-        if recipe.model.prior_noise_scale is not None:  # targets and student share the prior temperature
-            teacher.config.prior_noise_scale = recipe.model.prior_noise_scale
-    else:
-        assert recipe.model.config is not None
-        torch.manual_seed(recipe.seed)
-        teacher = DiffusionSR(copy.deepcopy(recipe.model.config))
-        if recipe.model.init:
-            load_weights_into(teacher, recipe.model.init)
-        elif console is not None:
-            console.print(
-                "[yellow]warning:[/yellow] the teacher has random weights (no model.teacher / model.init): "
-                "only useful as a smoke test",
-                highlight=False,
-            )
-    teacher.to(device).eval()
-    teacher.requires_grad_(False)
-    return teacher  # type: ignore[return-value]
 
 
 class DistillTask(TrainTask):
@@ -118,6 +82,7 @@ class DistillTask(TrainTask):
                 f"{recipe.source}: data.gt_size {recipe.data.gt_size} must be a multiple of "
                 f"{teacher.scale * teacher.lq_multiple} (scale x the denoiser's LQ multiple)"
             )
+        self.amp.module(teacher.denoiser)  # channels_last where the run uses it (in place; the weights are unchanged)
         self.teacher = teacher
         # Student: a copy of the teacher's denoiser; the (frozen) autoencoder is shared.
         autoencoder = teacher.autoencoder
@@ -136,6 +101,7 @@ class DistillTask(TrainTask):
         )
         if recipe.model.init:  # warm start (e.g. from the regression-only run), same architecture as the teacher
             load_weights_into(student, recipe.model.init)
+        self.amp.module(student.denoiser)
         student.denoiser.requires_grad_(True).train()
         self.student = student
         self.student_net = wrap_ddp(X0Predictor(student), env)
@@ -157,6 +123,7 @@ class DistillTask(TrainTask):
                 time_dim=ds.time_dim,
                 kernel=ds.kernel,
             ).to(self.device)
+            self.amp.module(self.disc)
             self.d_params = list(self.disc.parameters())
             if env.distributed:  # identical start on every process (weights and spectral-norm vectors)
                 import torch.distributed as dist
@@ -170,6 +137,10 @@ class DistillTask(TrainTask):
         self.hfsd_ts = torch.tensor(w.hfsd_timesteps, dtype=torch.long)
         self.need_target = w.reg > 0 or (w.hfsd > 0 and w.hfsd_mode == "tadsr")
         self.micro = recipe.batch // (recipe.grad_accum * env.world)
+        # The teacher's no-grad work (targets, HFSD's predictions) on the fastest engine the recipe allows.
+        engine = choose_engine(recipe.targets.engine, recipe.targets.precision, self.amp)
+        self.infer = TeacherInference(teacher, self.amp, engine, recipe.threads)
+        self.ahead = recipe.targets.ahead and self.need_target
         self.cache = None
         if recipe.teacher_cache and self.need_target:
             from tadsr_cli.train.teacher_cache import TeacherCache, teacher_fingerprint
@@ -180,6 +151,10 @@ class DistillTask(TrainTask):
                 "seed": recipe.seed,
                 "sampler": "deterministic",
             }
+            if not self.infer.reference:
+                # reduced-precision targets get folders of their own: a run never mixes them with fp32 ones (the
+                # reference engines keep the key of earlier versions, so their caches stay valid)
+                data_key["engine"] = engine
             self.cache = TeacherCache(recipe.teacher_cache, teacher_fingerprint(teacher, data_key))
         self.valset = (
             build_validation_set(recipe, student.scale, student.lq_multiple) if env.is_main else None
@@ -188,6 +163,9 @@ class DistillTask(TrainTask):
 
     def describe(self) -> str:
         return f"tadsr {self.recipe.name}"
+
+    def wrap_stream(self, stream: Any, batches: int) -> Any:
+        return TargetsAhead(stream, self.targets_for, batches) if self.ahead else stream
 
     def build_train_dataset(self) -> Any:
         return build_train_dataset(self.recipe, self.student.scale, self.micro, self.env.world)
@@ -209,9 +187,7 @@ class DistillTask(TrainTask):
         """Deterministic T-step teacher sample from x_T = prior(y, eps) (from the cache where present)."""
 
         def compute(idx: list[int]) -> Tensor:
-            with self.amp.autocast():
-                out = self.teacher.sample_latent(lq[idx], eps[idx], sampler="deterministic", y=y[idx])
-            return out.float()
+            return self.infer.sample(lq[idx], eps[idx], y[idx])
 
         if self.cache is None:
             return compute(list(range(lq.shape[0])))
@@ -227,8 +203,33 @@ class DistillTask(TrainTask):
             self.cache.put([seeds[i] for i in missing], fresh)
         return out
 
-    def _prepare(self, batch: dict[str, Any], gen: torch.Generator) -> dict[str, Any]:
-        t = self.teacher
+    @torch.no_grad()
+    def targets_for(self, batch: dict[str, Any]) -> tuple[Tensor, float, float]:
+        """The teacher targets of a micro-batch, with the wall and CPU seconds they took (this thread)."""
+
+        def run() -> Tensor:
+            lq = batch["lq"].to(self.device, non_blocking=True)
+            seeds = [int(s) for s in batch["seed"]]
+            y = self.teacher.lq_latent(lq).float()
+            eps = sample_noise(seeds, tuple(y.shape[1:]), self.device)
+            return self.teacher_target(lq, y, eps, seeds)
+
+        return timed(run)
+
+    def _targets(self, batch: dict[str, Any]) -> Tensor:
+        future: Future | None = batch.pop("_targets", None)
+        clock = self.clock
+        if future is None:  # inline
+            x_tch, wall, cpu = self.targets_for(batch)
+            clock.add("targets", wall, cpu)
+            return x_tch
+        with clock.phase("targets"):  # waiting for the background thread
+            x_tch, wall, cpu = future.result()
+        clock.add("targets_ahead", wall, cpu)
+        return x_tch
+
+    def _prepare(self, batch: dict[str, Any], gen: torch.Generator, x_tch: Tensor | None) -> dict[str, Any]:
+        t, amp = self.teacher, self.amp
         lq = batch["lq"].to(self.device, non_blocking=True)
         gt = batch["gt"].to(self.device, non_blocking=True)
         seeds = [int(s) for s in batch["seed"]]
@@ -237,7 +238,6 @@ class DistillTask(TrainTask):
             y = t.lq_latent(lq).float()
         eps = sample_noise(seeds, tuple(y.shape[1:]), self.device)
         x_T = t.prior(y, eps)
-        x_tch = self.teacher_target(lq, y, eps, seeds) if self.need_target else None
         B = y.shape[0]
         lo, hi = self.disc_range
         t_d = torch.randint(lo, hi + 1, (B,), generator=gen).to(self.device)
@@ -248,17 +248,18 @@ class DistillTask(TrainTask):
             fid_w = torch.ones(B, device=self.device)
         else:
             fid_w = torch.as_tensor(batch.get("light", [False] * B), dtype=torch.float32).to(self.device)
+        cl = amp.tensor  # channels_last where the run uses it (the values are unchanged)
         return {
             "fid_w": fid_w,
-            "lq": lq,
-            "x0": x0,
-            "y": y,
-            "x_T": x_T,
-            "x_tch": x_tch,
+            "lq": cl(lq),
+            "x0": cl(x0),
+            "y": cl(y),
+            "x_T": cl(x_T),
+            "x_tch": None if x_tch is None else cl(x_tch),
             "t_d": t_d,
-            "n_d": n_d,
+            "n_d": cl(n_d),
             "t_h": t_h,
-            "n_h": n_h,
+            "n_h": cl(n_h),
         }
 
     def _student(self, p: dict[str, Any]) -> Tensor:
@@ -275,9 +276,23 @@ class DistillTask(TrainTask):
 
     # -- one iteration ---------------------------------------------------------------------------------------------
     def train_step(self, batches: list[dict[str, Any]], step: int) -> dict[str, Tensor]:
+        clock = self.clock
+        gen = step_generator(self.recipe.seed, step, self.env.rank)
+        prepared = []
+        for b in batches:
+            x_tch = self._targets(b) if self.need_target else None  # records its own phase
+            with clock.phase("step"):
+                prepared.append(self._prepare(b, gen, x_tch))
+        with clock.phase("step"):
+            logs = self._step(prepared, step)
+        with clock.phase("bookkeeping"):
+            self.ema.update(self.student.denoiser)
+            if self.disc is not None:
+                self._watch_discriminator(float(logs["d_acc"]), step)
+        return logs
+
+    def _step(self, prepared: list[dict[str, Any]], step: int) -> dict[str, Tensor]:
         r, w, amp = self.recipe, self.recipe.loss, self.amp
-        gen = step_generator(r.seed, step, self.env.rank)
-        prepared = [self._prepare(b, gen) for b in batches]
         n = len(prepared)
         zero = torch.zeros((), device=self.device)
         logs = {k: zero.clone() for k in self.loss_names}
@@ -326,8 +341,7 @@ class DistillTask(TrainTask):
                     y, lq = p["y"], p["lq"]
 
                     def denoise(x: Tensor, t: Tensor, y: Tensor = y, lq: Tensor = lq) -> Tensor:
-                        with amp.autocast():
-                            return self.teacher.predict_x0(x, y, t, lq).float()
+                        return self.infer.predict_x0(x, y, t, lq)
 
                     l_hfsd = hfsd_loss(
                         x_s,
@@ -354,9 +368,6 @@ class DistillTask(TrainTask):
                 logs["g_total"] += total.detach() / n
         clip_and_step(self.opt_g, self.g_params, r.optim.g.grad_clip, amp)
         amp.update()
-        self.ema.update(self.student.denoiser)
-        if self.disc is not None:
-            self._watch_discriminator(float(logs["d_acc"]), step)
         return logs
 
     def _watch_discriminator(self, acc: float, step: int) -> None:

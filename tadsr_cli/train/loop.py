@@ -223,6 +223,8 @@ def train(
         task.build_train_dataset(), micro, env, recipe.data.workers, start=start * accum,
         fixed_epoch=recipe.data.fixed_crops, crop_reuse=recipe.data.crop_reuse, seed=recipe.seed,
     )
+    stream = task.wrap_stream(stream, max(recipe.iterations - start, 0) * accum)
+    clock = task.clock
     logger = RunLogger(out_dir, ["step", "lr", *task.loss_names, "it_per_s", "elapsed_s"], enabled=main)
     if resume and main:
         logger.truncate_after(start)
@@ -237,7 +239,10 @@ def train(
     try:
         while step < recipe.iterations:
             lrs = task.set_lr(step)
-            losses = task.train_step([stream.next() for _ in range(accum)], step)
+            with clock.phase("data"):
+                batches = [stream.next() for _ in range(accum)]
+            losses = task.train_step(batches, step)
+            clock.start("bookkeeping")
             names = list(losses)
             reduced = reduce_scalars(
                 [float(losses[n]) for n in names] + [1.0 if flag["stop"] else 0.0], env, task.device
@@ -266,6 +271,8 @@ def train(
                 metrics = run_validation(task, step, out_dir, say)
             if step % recipe.checkpoint.every == 0 and step < recipe.iterations:
                 saver.save(step)
+            clock.stop("bookkeeping")
+            clock.end_iteration()
             if reduced[-1] > 0:  # SIGINT/SIGTERM on some process
                 path = saver.save(step, "interrupted")
                 raise KeyboardInterrupt(

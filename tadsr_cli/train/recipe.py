@@ -9,7 +9,8 @@
     threads: null                    # torch threads per process (1 is fastest on a busy CPU)
     model:                           # teacher: inline ModelConfig keys (denoiser/autoencoder/schedule/prediction)
       teacher: resshift-realsr-x4-v1 # tadsr: a model file or registry name (the student starts as its copy)
-      init: null                     # optional weights (model file) to start from (tadsr: the student's)
+      init: null                     # optional weights to start from, a model file or registry name
+                                     # (tadsr: the student's)
     data: {hr: FOLDER, exclude: [...], holdout: 0, gt_size: 256, workers: 2, length: null, fixed_crops: false,
            crop_reuse: 1}
                                      # or lq + gt paired folders instead of hr
@@ -22,7 +23,11 @@
     batch: 64                        # global batch per iteration (all processes, all accumulation steps)
     grad_accum: 1
     ema: 0.999
-    amp: none                        # none | bf16 | fp16 | auto
+    amp: none                        # none | bf16 | fp16 | auto (bf16 on a GPU / CPU that runs it natively)
+    channels_last: auto              # true | false | auto (on with bf16 autocast on a CPU with AMX)
+    targets: {engine: auto, precision: auto, ahead: true}
+                                     # tadsr: the teacher's targets: engine auto | torch | openvino, precision
+                                     # auto (as amp) | fp32 | bf16, ahead: computed in a background thread
     teacher_cache: null              # folder for cached teacher T-step targets (per crop + seed)
     checkpoint: {every: 1000, keep: 3}
     log: {every: 20}
@@ -200,7 +205,8 @@ def parse_recipe(data: Any, source: str = "<recipe>", lines: KeyLines | None = N
             _check_degradation(value, (key,), lines)
             kwargs[key] = value
         else:
-            if value is None and key in ("optim", "loss", "discriminator", "checkpoint", "log", "validation"):
+            if value is None and key in ("optim", "loss", "discriminator", "checkpoint", "log", "validation",
+                                         "targets"):
                 value = {}
             kwargs[key] = check_value(value, hints[key], (key,), lines)
     recipe = Recipe(**kwargs, source=source, raw=plain_data(data))

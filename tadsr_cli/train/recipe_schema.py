@@ -92,6 +92,18 @@ class DiscriminatorSection:
 
 
 @dataclass
+class TargetsSection:
+    """How a `kind: tadsr` run computes the teacher's T-step targets (and the teacher's other no-grad predictions)."""
+
+    # auto: OpenVINO where the targets run in bf16 on a CPU with native bf16 and OpenVINO is installed, else torch
+    engine: Literal["auto", "torch", "openvino"] = "auto"
+    # auto: bf16 when the run's `amp` resolves to bf16, else fp32 (the reference numbers, as before)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # compute the next micro-batch's targets in a background thread while the current one trains
+    ahead: bool = True
+
+
+@dataclass
 class CheckpointSection:
     every: int = 1000
     keep: int = 3
@@ -132,6 +144,9 @@ class Recipe:
     grad_accum: int = 1
     ema: float = 0.999
     amp: AmpMode = "none"
+    # NHWC activations and conv weights for the network step (auto: on with bf16 autocast on a CPU with AMX)
+    channels_last: bool | Literal["auto"] = "auto"
+    targets: TargetsSection = field(default_factory=TargetsSection)
     teacher_cache: str | None = None
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     log: LogSection = field(default_factory=LogSection)

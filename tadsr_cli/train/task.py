@@ -13,6 +13,7 @@ from tadsr_cli.models.checkpoints import load_state_dict_strict, read_state_dict
 from tadsr_cli.train.distributed import DistEnv
 from tadsr_cli.train.precision import Amp
 from tadsr_cli.train.recipe_schema import Recipe
+from tadsr_cli.train.timing import PhaseClock
 
 
 class TrainTask:
@@ -26,7 +27,8 @@ class TrainTask:
         self.env = env
         self.device = env.device
         self.console = console
-        self.amp = Amp(recipe.amp, env.device)
+        self.amp = Amp(recipe.amp, env.device, recipe.channels_last)
+        self.clock = PhaseClock()  # where each iteration's time goes (benchmarks/bench_training.py)
 
     # -- to implement ------------------------------------------------------------------------------------------
     def train_step(self, batches: list[dict[str, Any]], step: int) -> dict[str, Tensor]:
@@ -53,6 +55,11 @@ class TrainTask:
     def describe(self) -> str:
         return self.kind
 
+    def wrap_stream(self, stream: Any, batches: int) -> Any:
+        """The batch stream the loop reads (`batches` more will be read): e.g. one that starts work on the next
+        batch ahead of need. Needs `next()` and `close()`."""
+        return stream
+
 
 @dataclass
 class TrainResult:
@@ -77,7 +84,26 @@ class X0Predictor(nn.Module):
         return self.model.predict_x0(x_t, y, t, lq)
 
 
-def load_weights_into(model: nn.Module, path: str | Path) -> None:
-    """Strictly load a model file's (or official checkpoint's) weights into `model` (a `DiffusionSR`)."""
+def resolve_weights(name: str | Path) -> Path:
+    """A model file, a registry name (e.g. `tadsr-tiny-x4-teacher`), or a released file stem
+    (e.g. `resshift_realsrx4_s15_v1`): what `model.teacher` and `model.init` accept."""
+    from tadsr_cli.models import registry
 
-    load_state_dict_strict(model, read_state_dict(path), what=str(path))
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    text = str(name)
+    if text not in registry.REGISTRY:
+        for entry in registry.REGISTRY.values():
+            if entry.denoiser is not None and Path(entry.denoiser.filename).stem == text:
+                text = entry.name
+                break
+    # a registry name (neither: ModelNotFoundError, listing the known names)
+    return registry.resolve_model_path(text)
+
+
+def load_weights_into(model: nn.Module, path: str | Path) -> None:
+    """Strictly load the weights of a model file, official checkpoint or registry model (`resolve_weights`) into
+    `model` (a `DiffusionSR`)."""
+    resolved = resolve_weights(path)
+    load_state_dict_strict(model, read_state_dict(resolved), what=str(resolved))

@@ -42,6 +42,7 @@ class TeacherTask(TrainTask):
         if recipe.model.init:
             load_weights_into(model, recipe.model.init)
         model.to(self.device)
+        self.amp.module(model.denoiser)  # channels_last where the run uses it (before the optimiser and EMA)
         model.autoencoder.requires_grad_(False).eval()
         model.denoiser.train()
         self.model = model
@@ -73,6 +74,13 @@ class TeacherTask(TrainTask):
         return {"g": lr}
 
     def train_step(self, batches: list[dict[str, Any]], step: int) -> dict[str, Tensor]:
+        with self.clock.phase("step"):
+            loss = self._step(batches, step)
+        with self.clock.phase("bookkeeping"):
+            self.ema.update(self.model.denoiser)
+        return loss
+
+    def _step(self, batches: list[dict[str, Any]], step: int) -> dict[str, Tensor]:
         model, schedule, amp = self.model, self.model.schedule, self.amp
         gen = step_generator(self.recipe.seed, step, self.env.rank)
         self.opt.zero_grad(set_to_none=True)
@@ -90,13 +98,12 @@ class TeacherTask(TrainTask):
             sync = contextlib.nullcontext() if j == n - 1 or not self.env.distributed else self.net.no_sync()
             with sync:
                 with amp.autocast():
-                    x0_hat = self.net(x_t, y, t, lq)
+                    x0_hat = self.net(amp.tensor(x_t), amp.tensor(y), t, amp.tensor(lq))
                 loss = teacher_x0_loss(x0_hat, x0)
                 amp.backward(loss / n)
             total += loss.detach()
         clip_and_step(self.opt, self.params, self.recipe.optim.g.grad_clip, amp)
         amp.update()
-        self.ema.update(model.denoiser)
         return {"loss": total / n}
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
