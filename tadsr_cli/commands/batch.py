@@ -8,6 +8,7 @@ import typer
 
 from tadsr_cli.commands.file_runs import nothing_to_process, run_files, say
 from tadsr_cli.commands.options import RUN_OPTIONS, build_run_settings, with_options
+from tadsr_cli.commands.ray_runs import ray_option, ray_workers_option, run_files_on_ray
 from tadsr_cli.pipeline.batch import parse_shard, plan_folder, select_shard
 from tadsr_cli.pipeline.paths import check_input_folder, ensure_output_folder
 from tadsr_cli.pipeline.session import Session
@@ -26,6 +27,8 @@ def batch_command(
     shard: str | None = typer.Option(None, "--shard", help="Process only part K of N (K/N, 1-based); default from "
                                      "torchrun's RANK/WORLD_SIZE."),
     videos: bool = typer.Option(True, "--videos/--no-videos", help="Also upscale videos found in the folder."),
+    ray: str | None = ray_option(),
+    ray_workers: int | None = ray_workers_option(),
     settings: RunSettings | None = None,
 ) -> None:
     """Upscale every image (and video) under FOLDER into a mirrored tree. Example: tadsr batch ./imgs -o ./imgs_x4"""
@@ -43,4 +46,7 @@ def batch_command(
     jobs = select_shard(jobs, shard_spec)
     if shard_spec is not None:
         say(settings, f"shard {shard_spec[0] + 1}/{shard_spec[1]}: {len(jobs)} of {total_found} files")
+    if ray is not None:
+        run_files_on_ray(jobs, session, settings, ray, ray_workers, always_table=True)
+        return
     run_files(jobs, session, settings, always_table=True)

@@ -10,6 +10,7 @@ import typer
 from tadsr_cli.base.errors import ConfigError
 from tadsr_cli.commands.file_runs import nothing_to_process, run_files
 from tadsr_cli.commands.options import RUN_OPTIONS, build_run_settings, with_options
+from tadsr_cli.commands.ray_runs import ray_option, ray_workers_option, run_files_on_ray
 from tadsr_cli.pipeline.batch import Job, ext_for_kind, output_name, plan_folder, video_extensions
 from tadsr_cli.pipeline.image_io import normalize_ext, output_format
 from tadsr_cli.pipeline.image_read import IMAGE_EXTENSIONS
@@ -30,6 +31,8 @@ def upscale_command(
     output: str | None = typer.Option(None, "-o", "--output", help="Output file (one input file) or folder (when "
                                        "it exists or ends with /). Default: next to each input as {stem}_x4.{ext}; "
                                        "a folder FOLDER -> FOLDER_x4."),
+    ray: str | None = ray_option(),
+    ray_workers: int | None = ray_workers_option(),
     settings: RunSettings | None = None,
 ) -> None:
     """Upscale images, videos and folders x4 (videos are detected by content). Example: tadsr upscale photo.jpg
@@ -43,6 +46,9 @@ def upscale_command(
         raise ConfigError("no input: give image/video files or folders (or -i PATH)")
     session = Session(settings)
     jobs = plan_inputs(paths, output, settings, session.scale, session.config.scale)  # str: keeps a trailing /
+    if ray is not None:
+        run_files_on_ray(jobs, session, settings, ray, ray_workers, always_table=any(p.is_dir() for p in paths))
+        return
     run_files(jobs, session, settings, always_table=any(p.is_dir() for p in paths))
 
 

@@ -66,6 +66,8 @@ class EvalConfig:
     save_sr: bool = False
     use_lpips: bool = True
     use_niqe: bool = True
+    ray: str | None = None  # models run on this Ray cluster (`--ray ADDRESS`), measured here
+    ray_workers: int | None = None
 
     @property
     def border(self) -> int:
@@ -408,6 +410,11 @@ class _Runner:
         from tadsr_cli.models import registry
 
         cfg = self.cfg
+        if cfg.ray is not None:
+            from tadsr_cli.eval.ray_eval import run_model_on_cluster
+
+            run_model_on_cluster(self, method, result, suite)
+            return
         model = registry.resolve_model(method.model, device="cpu")
         if int(model.scale) != cfg.scale:
             raise ConfigError(f"model {method.model} is x{model.scale} but --scale is {cfg.scale}")

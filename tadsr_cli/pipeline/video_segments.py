@@ -148,15 +148,17 @@ class WorkFolder:
     restarted_because: str | None = None  # why an existing work folder was discarded
 
     @classmethod
-    def open(cls, dst: Path, manifest: dict[str, Any], reuse: bool) -> WorkFolder:
-        """Create the work folder for `dst`, or reuse the segments of an earlier run with the same manifest."""
+    def open(cls, dst: Path, manifest: dict[str, Any], reuse: bool, gaps: bool = False) -> WorkFolder:
+        """Create the work folder for `dst`, or reuse the segments of an earlier run with the same manifest.
+
+        `gaps`: keep every whole segment, also after a missing one (Ray runs finish segments out of order)."""
         path = work_dir_for(dst)
         manifest = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
         folder = cls(path, manifest)
         if path.exists():
             old = _read_manifest(path / "manifest.json")
             if reuse and old == manifest:
-                folder.done = _complete_prefix(path)
+                folder.done = _complete_prefix(path, gaps)
             elif reuse and old is not None:
                 folder.restarted_because = "the source or the settings changed since the interrupted run"
             if not folder.done:
@@ -200,8 +202,9 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _complete_prefix(folder: Path) -> list[SegmentInfo]:
-    """Whole segments 0, 1, 2, ... up to the first missing or damaged one; anything after it is deleted."""
+def _complete_prefix(folder: Path, gaps: bool = False) -> list[SegmentInfo]:
+    """Whole segments 0, 1, 2, ... up to the first missing or damaged one (with `gaps`: every whole segment);
+    anything else is deleted."""
     done: list[SegmentInfo] = []
     index = 0
     while True:
@@ -214,6 +217,12 @@ def _complete_prefix(folder: Path) -> list[SegmentInfo]:
             break
         done.append(info)
         index += 1
+    if gaps:
+        for path in sorted(folder.glob("seg-*.pkts")):
+            number = path.name[4:-5]
+            if number.isdigit() and int(number) > index:
+                with contextlib.suppress(OutputError):
+                    done.append(read_info(path, int(number)))
     keep = {s.path.name for s in done} | {"manifest.json", _COMPLETE}
     for stray in folder.iterdir():
         if stray.name not in keep:
