@@ -1,12 +1,11 @@
 """The OpenVINO engine (`--backend openvino`): the exported one-step graph compiled by OpenVINO for the CPU.
 
 The graph is the cached, verified ONNX export (`engines.onnx_export`, shared with `--backend onnx`); OpenVINO reads
-it directly and compiles it with dynamic batch and spatial shapes, which serves every tile, image and frame size.
-A shape that keeps coming back (a video's frames, a folder of same-size photos, tile batches) gets a compile of its
-own after `STATIC_AFTER` calls: static shapes ran 1.17x faster on a 192x144 frame and on 8 tiles of 64x64
-(`benchmarks/bench_openvino.py`, `shapes`), and a compile (~0.7 s for the tiny default) pays for itself within
-about 20 frames. OpenVINO's own model cache (`CACHE_DIR`, a folder beside the export) makes later runs' compiles a
-file read.
+it directly and compiles it once with dynamic batch and spatial shapes, which serves every tile, image and frame
+size. A compile per static shape ran 1.2-1.3x faster (`benchmarks/bench_openvino.py`, `shapes`) but its output
+differs from the dynamic compile's (59 dB apart in bf16): an image's pixels would depend on which sizes came before
+it in the run (same seed, other output), so every call runs the one dynamic compile. OpenVINO's own model cache
+(`CACHE_DIR`, a folder beside the export) makes later runs' compile a file read.
 
 Precision: `bf16` sets OpenVINO's inference precision hint to bf16, offered only where the CPU runs bf16 natively
 (AMX / AVX512-BF16: OpenVINO lists `BF16` among its optimisation capabilities); `fp32` runs f32. fp16 is not
@@ -36,8 +35,6 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16")
 OPTIONS = frozenset({"model_path", "opset", "tile", "cache_dir", "threads", "verify"})  # of create()
 CACHE_SUBDIR = "openvino-cache"
-STATIC_AFTER = 3  # calls of one input shape before it gets its own static compile
-MAX_STATIC = 4  # static compiles kept per engine (each holds its own activation memory)
 
 
 def import_openvino() -> Any:
@@ -140,8 +137,6 @@ class OpenVinoEngine:
         self.cache_folder = _cache_folder(self.onnx_path)
         self._request = self._compile(precision).create_infer_request()
         self._fp32: Any = self._request if precision == "fp32" else None
-        self._static: dict[tuple[int, ...], Any] = {}  # input shape -> request of its own compile
-        self._calls: dict[tuple[int, ...], int] = {}
         self._nonfinite = NonFiniteTiles()
         self._model = model  # for lockstep_engine()
         self._lockstep: Any = None
@@ -150,12 +145,7 @@ class OpenVinoEngine:
         return f"OpenVinoEngine(precision={self.precision}, threads={self.threads}, file={self.onnx_path.name})"
 
     # ------------------------------------------------------------------------------------------------------
-    def _compile(self, precision: str, shape: tuple[int, ...] | None = None) -> Any:
-        graph: Any = str(self.onnx_path)
-        if shape is not None:
-            b, _, h, w = shape
-            graph = self._core.read_model(graph)
-            graph.reshape({"lq": [b, 3, h, w], "noise": [b, self.latent_channels, h, w]})
+    def _compile(self, precision: str) -> Any:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "INFERENCE_NUM_THREADS": self.threads,
@@ -164,29 +154,15 @@ class OpenVinoEngine:
         if self.cache_folder is not None:
             config["CACHE_DIR"] = str(self.cache_folder)
         try:
-            return self._core.compile_model(graph, "CPU", config)
+            return self._core.compile_model(str(self.onnx_path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             if self.cache_folder is not None and isinstance(exc, RuntimeError) and "cache" in str(exc).lower():
                 log.warning("OpenVINO could not use its compile cache (%s); compiling without it",
                             str(exc).splitlines()[0])
                 self.cache_folder = None
-                return self._compile(precision, shape)
+                return self._compile(precision)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EngineUnavailableError(f"OpenVINO could not compile the model: {first}") from exc
-
-    def _request_for(self, shape: tuple[int, ...]) -> Any:
-        """The static compile of `shape` once it has come `STATIC_AFTER` times, else the dynamic one."""
-        if shape in self._static:
-            return self._static[shape]
-        self._calls[shape] = calls = self._calls.get(shape, 0) + 1
-        if calls >= STATIC_AFTER and len(self._static) < MAX_STATIC:
-            try:
-                self._static[shape] = self._compile(self.precision, shape).create_infer_request()
-                return self._static[shape]
-            except EngineUnavailableError as exc:  # the dynamic compile still runs it
-                log.debug("no static compile for %s: %s", shape, exc)
-                self._calls[shape] = -(10**9)
-        return self._request
 
     def _fp32_request(self) -> Any:
         if self._fp32 is None:
@@ -235,7 +211,7 @@ class OpenVinoEngine:
         self._check(lq, noise)
         lq_np = np.ascontiguousarray(lq.detach().to("cpu", torch.float32).numpy())
         nz_np = np.ascontiguousarray(noise.detach().to("cpu", torch.float32).numpy())
-        hr, z = self._call(self._request_for(tuple(lq_np.shape)), lq_np, nz_np)
+        hr, z = self._call(self._request, lq_np, nz_np)
         ok = self._finite(hr, z)
         if not ok.all():
             bad = np.flatnonzero(~ok)
