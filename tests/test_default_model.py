@@ -47,7 +47,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.mark.skipif(not (SHARED_DATA / "train-hr-extra").is_dir(), reason="needs ../shared/data beside the checkout")
 def test_default_model_beats_bicubic_on_the_20_heldout_photos(upscaler: Upscaler) -> None:
     """The README's claim, on its set: the 20 held-out whole photos (centre crops, Real-ESRGAN degradation), mean
-    ST-LPIPS <= 0.75x bicubic's and PSNR-Y >= bicubic's - 1.5 dB."""
+    ST-LPIPS 0.69x bicubic's at -0.23 dB PSNR-Y. Here (torch fp32, no colour fix) measured 0.3082 vs 0.4475 (0.689x)
+    and 26.90 vs 27.21 dB (-0.31 dB); the thresholds keep only a rounding margin."""
     import sys
     import zlib
 
@@ -74,8 +75,8 @@ def test_default_model_beats_bicubic_on_the_20_heldout_photos(upscaler: Upscaler
         model_p.append(psnr_y(sr, gt, 4))
         bic_p.append(psnr_y(bicubic, gt, 4))
     assert len(model_d) == 20
-    assert np.mean(model_d) <= 0.75 * np.mean(bic_d), (np.mean(model_d), np.mean(bic_d))
-    assert np.mean(model_p) >= np.mean(bic_p) - 1.5, (np.mean(model_p), np.mean(bic_p))
+    assert np.mean(model_d) <= 0.70 * np.mean(bic_d), (np.mean(model_d), np.mean(bic_d))
+    assert np.mean(model_p) >= np.mean(bic_p) - 0.4, (np.mean(model_p), np.mean(bic_p))
 
 
 def test_teacher_ships_and_default_alias_resolves() -> None:

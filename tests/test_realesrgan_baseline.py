@@ -125,7 +125,9 @@ def test_reader_rejects_mismatches(files: resr.ModelFiles, tmp_path: Path) -> No
 def test_matches_embedded_ncnn_samples(ours_u8: np.ndarray) -> None:
     ref = np.frombuffer(NCNN_SAMPLES, dtype=np.uint8).reshape(8, 8, 3)
     assert ours_u8.shape == (128, 128, 3)
-    assert psnr(ours_u8[4::16, 4::16], ref) >= 40.0
+    # measured: all 192 sampled values equal (inf dB); 70 dB still allows one value off by one level (70.9 dB),
+    # a float rounding flip, and nothing more
+    assert psnr(ours_u8[4::16, 4::16], ref) >= 70.0
 
 
 @needs_photo
@@ -144,7 +146,9 @@ def test_parity_with_the_wheels_ncnn_runtime(request: pytest.FixtureRequest, tmp
     ref = np.load(tmp_path / "out.npy")
     ours_u8 = request.getfixturevalue("ours_u8")
     assert ref.shape == ours_u8.shape
-    assert psnr(ours_u8, ref) >= 40.0
+    # the README's 83.6 dB (about 14 of 49152 values off by one level); each further off-by-one value costs
+    # ~0.3 dB, so 83.0 dB leaves room for two rounding flips
+    assert psnr(ours_u8, ref) >= 83.0
 
 
 @needs_photo

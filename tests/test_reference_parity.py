@@ -30,7 +30,9 @@ from tadsr_cli.models.unet_swin import UNetModelSwin, buffer_keys, required_mult
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RESSHIFT = SHARED / "reference" / "resshift"
 
-UNET_TOL = 1e-4
+# Max abs error against the reference outputs, measured at 1 and 2 threads: denoiser <= 1.2e-7, samplers <= 4.8e-7
+# (one float32 ulp of the ancestral step's values), the VQ autoencoder <= 4.8e-6 (the README's "<= 5e-6").
+UNET_TOL = 5e-7
 FULL_UNET_PARAMS = 118_593_583
 SMALL_UNET_PARAMS = 4_666_631
 
@@ -183,7 +185,8 @@ def test_batch_elements_are_independent(small_unet, small_io):
 
 # ---- autoencoder, schedules and samplers (formerly test_parity_core.py) ------------------------------
 REF = SHARED / "reference" / "resshift"
-TOL = 1e-4
+VQ_TOL = 1e-5  # measured 4.7e-6 (1 thread) and 4.8e-6 (2 threads): float32 kernels differ by CPU
+TOL = 1e-6  # samplers (the small denoiser inside)
 
 
 @pytest.fixture(scope="module")
@@ -220,12 +223,12 @@ def test_small_vq_encode_decode_parity(ref: Path, small_vq: VQAutoencoder) -> No
     io = load_file(ref / "small_vq_io.safetensors")
     with torch.no_grad():
         z = small_vq.encode(io["img"])
-        assert _max_err(z, io["z"]) <= TOL
+        assert _max_err(z, io["z"]) <= VQ_TOL
         # Decode from the reference latent so that encode errors cannot flip a codebook choice.
-        assert _max_err(small_vq.decode(io["z"]), io["decoded_quantized"]) <= TOL
-        assert _max_err(small_vq.decode(io["z"], quantize=False), io["decoded_not_quantized"]) <= TOL
+        assert _max_err(small_vq.decode(io["z"]), io["decoded_quantized"]) <= VQ_TOL
+        assert _max_err(small_vq.decode(io["z"], quantize=False), io["decoded_not_quantized"]) <= VQ_TOL
         # End to end from our own latent as well (no near-ties in this fixture).
-        assert _max_err(small_vq.decode(z), io["decoded_quantized"]) <= TOL
+        assert _max_err(small_vq.decode(z), io["decoded_quantized"]) <= VQ_TOL
 
 
 def test_small_vq_quantised_decode_equals_diffusers_decode(ref: Path, small_vq: VQAutoencoder) -> None:

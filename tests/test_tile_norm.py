@@ -140,8 +140,9 @@ def test_tiled_equals_whole_image_with_random_model(config):
     exact = Upscaler(engine, TileOptions(tile=2 * m, overlap=m, batch=2), seed=3).upscale(img)
     local = Upscaler(engine, TileOptions(tile=2 * m, overlap=m, batch=2, whole_image_norms=False),
                      seed=3).upscale(img)
-    # measured: 85.6 / 51.4 dB (pixel-unshuffle), 56.1 / 43.5 dB (VQ: its HR decoder needs more context)
-    assert psnr(exact, ref) > 50.0
+    # measured: 85.6 / 51.4 dB (pixel-unshuffle), 56.1 / 43.5 dB (VQ: its HR decoder needs more context);
+    # the thresholds sit just under the lockstep figure, far above the tile-local one
+    assert psnr(exact, ref) > {"tiny_test_config": 84.0, "tiny_vq_test_config": 55.0}[config.__name__]
     assert psnr(local, ref) < psnr(exact, ref) - 10.0
 
 
@@ -191,13 +192,21 @@ def _photos() -> list[tuple[str, np.ndarray]]:
     ]
 
 
+# Measured (fp32, 1 thread) lockstep / tile-local norms: Dragonfly tile 64 77.0 / 40.1 dB, tile 128 86.3 / 44.2 dB;
+# realset65/0003 tile 64 79.2 / 34.9 dB, tile 128 85.4 / 41.5 dB. The thresholds keep 1.5 dB for float rounding,
+# so a run with tile-local norms (<= 44.2 dB) fails. The README's 69-88 dB are bench_pipeline.py's 256x320 crops.
+SHIPPED_MIN_DB = {("Dragonfly (held out)", 64): 75.5, ("Dragonfly (held out)", 128): 84.5,
+                  ("realset65/0003", 64): 77.5, ("realset65/0003", 128): 84.0}
+
+
 def test_shipped_model_tiles_match_whole_image_on_real_photos():
     engine = create_engine("torch", resolve_model(None), device="cpu")
     for name, img in _photos():
         ref = Upscaler(engine, TileOptions(tile=0), seed=0).upscale(img)
         for tile in (64, 128):
             out = Upscaler(engine, TileOptions(tile=tile, overlap=16), seed=0).upscale(img)
-            assert psnr(out, ref) >= 40.0, f"{name}, tile {tile}: {psnr(out, ref):.2f} dB"
+            got = psnr(out, ref)
+            assert got >= SHIPPED_MIN_DB[name, tile], f"{name}, tile {tile}: {got:.2f} dB"
 
 
 def test_onnx_engine_tiles_use_whole_image_norms(tmp_path):
@@ -210,4 +219,4 @@ def test_onnx_engine_tiles_use_whole_image_norms(tmp_path):
     img = np.random.default_rng(2).random((3 * m, 3 * m, 3), dtype=np.float32)
     whole = Upscaler(ort, TileOptions(tile=0), seed=1).upscale(img)
     tiled = Upscaler(ort, TileOptions(tile=2 * m, overlap=m), seed=1).upscale(img)
-    assert psnr(tiled, whole) > 50.0
+    assert psnr(tiled, whole) > 80.5  # measured 82.3 dB; tile-local norms give 66.9 dB

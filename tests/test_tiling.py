@@ -176,7 +176,9 @@ def test_tiled_matches_untiled_and_no_seams(blend):
     tiled = up.upscale(img)
     assert tiled.shape == whole.shape == (136 * 4, 120 * 4, 3) and tiled.dtype == np.float32
     assert 0 <= tiled.min() and tiled.max() <= 1
-    assert psnr(tiled, whole) >= 40
+    # the overlap covers the stub's 5x5 context, so only float rounding differs: measured 86.5 dB (cosine),
+    # 96.4 dB (gaussian), the same at 1 and 2 threads
+    assert psnr(tiled, whole) >= {"cosine": 85.0, "gaussian": 95.0}[blend]
     grid = up.grid(136, 120)
     assert len(grid.tiles) > 4
     for axis in (0, 1):
@@ -273,7 +275,7 @@ def test_auto_tile_is_the_whole_image_when_it_fits_else_the_largest_fitting_tile
     small = Upscaler(eng, TileOptions(memory_budget=int(per_px * 48 * 48 * 4 + 1)), seed=3)
     tiled = small.upscale(img)
     assert small.current_tile == 48  # the largest multiple of 8 whose batch of 4 fits
-    assert psnr(tiled, whole) >= 40
+    assert psnr(tiled, whole) >= 85.0  # measured 86.5 dB: float rounding only (the stub has no norms)
 
 
 def test_auto_tiles_use_tile_local_norms_and_explicit_tiles_drop_lockstep_on_oom(caplog):
@@ -400,7 +402,8 @@ def test_tiled_matches_untiled_real_model():
     whole = Upscaler(eng, TileOptions(tile=0), seed=0).upscale(img)
     up = Upscaler(eng, TileOptions(tile=48, overlap=16, batch=4), seed=0)
     tiled = up.upscale(img)
-    assert psnr(tiled, whole) >= 40
+    # measured 65.3 dB in lockstep (1 and 2 threads); tile-local norms give 51.7 dB here and must fail
+    assert psnr(tiled, whole) >= 64.0
     grid = up.grid(96, 80)
     assert len(grid.tiles) >= 4
     for axis in (0, 1):
