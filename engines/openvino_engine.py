@@ -135,7 +135,9 @@ class OpenVinoEngine:
             model, model_path=model_path, opset=opset, dynamic=True, tile=tile, cache_dir=cache_dir, verify=verify,
         )
         self.cache_folder = _cache_folder(self.onnx_path)
-        self._request = self._compile(precision).create_infer_request()
+        # compiled models held as long as their requests: a request outliving its model is not a supported order
+        self._compiled = [self._compile(precision)]
+        self._request = self._compiled[0].create_infer_request()
         self._fp32: Any = self._request if precision == "fp32" else None
         self._nonfinite = NonFiniteTiles()
         self._model = model  # for lockstep_engine()
@@ -166,7 +168,8 @@ class OpenVinoEngine:
 
     def _fp32_request(self) -> Any:
         if self._fp32 is None:
-            self._fp32 = self._compile("fp32").create_infer_request()
+            self._compiled.append(self._compile("fp32"))
+            self._fp32 = self._compiled[-1].create_infer_request()
         return self._fp32
 
     def _check(self, lq: Tensor, noise: Tensor) -> None:
