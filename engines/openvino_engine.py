@@ -58,11 +58,22 @@ def import_openvino() -> Any:
     return openvino
 
 
+_CORE: Any = None
+
+
+def shared_core() -> Any:
+    """One OpenVINO `Core` per process, never released: a Core destroyed while models it compiled are alive (the
+    order Python's garbage collector may pick for a cycle) can unload the CPU plugin under them and crash."""
+    global _CORE
+    if _CORE is None:
+        _CORE = import_openvino().Core()
+    return _CORE
+
+
 def cpu_has_native_bf16(core: Any | None = None) -> bool:
     """Whether OpenVINO runs bf16 natively on this CPU (it lists BF16 only with AVX512-BF16 or AMX)."""
     try:
-        if core is None:
-            core = import_openvino().Core()
+        core = core if core is not None else shared_core()
         return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # not installed, no CPU plugin: no bf16
         return False
@@ -119,9 +130,8 @@ class OpenVinoEngine:
         threads: int | None = None,
         verify: bool = True,
     ) -> None:
-        ov = import_openvino()
         check_device(device)
-        self._core = ov.Core()
+        self._core = shared_core()
         check_precision(precision, cpu_has_native_bf16(self._core))
         self.precision = precision
         self.scale = int(model.scale)
@@ -247,7 +257,7 @@ def save_ir(model: Any, xml_path: Path, *, model_path: str | Path | None = None,
 
     ov = import_openvino()
     onnx_path, _ = ensure_onnx(model, model_path=model_path, opset=opset, dynamic=True, cache_dir=cache_dir)
-    graph = ov.Core().read_model(str(onnx_path))
+    graph = shared_core().read_model(str(onnx_path))
     xml_path = Path(xml_path)
     bin_path = xml_path.with_suffix(".bin")
     # both files through temp names + rename: never a half-written pair

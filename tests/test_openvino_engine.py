@@ -118,8 +118,7 @@ def test_export_writes_openvino_ir(tmp_path, model_file, capsys):
     assert code == 0, err
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
     assert not [p for p in xml.parent.iterdir() if p.name.startswith(".")]  # no temp files left
-    core = ov.Core()  # kept alive while its compiled model runs
-    compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_engine.shared_core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     model = tiny_model()
     lq = torch.rand(1, 3, 16, 32) * 2 - 1
     noise = torch.randn(1, model.latent_channels, 16, 32)

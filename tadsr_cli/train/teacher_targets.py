@@ -32,7 +32,7 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from tadsr_cli.base.errors import RecipeError, TrainingError
+from tadsr_cli.base.errors import EngineUnavailableError, RecipeError, TrainingError
 from tadsr_cli.models import sampling
 from tadsr_cli.models.checkpoints import load_model_file
 from tadsr_cli.models.sr_model import DiffusionSR
@@ -77,8 +77,10 @@ def _openvino_bf16() -> bool:
 
 def _openvino_available() -> bool:
     try:
-        import openvino  # noqa: F401
-    except ImportError:
+        from tadsr_cli.engines.openvino_engine import import_openvino
+
+        import_openvino()
+    except (ImportError, EngineUnavailableError):
         return False
     return True
 
@@ -131,13 +133,14 @@ class _OpenVinoDenoiser:
     MAX_COMPILES = 8
 
     def __init__(self, denoiser: nn.Module, precision: str, threads: int) -> None:
-        import openvino as ov
+        from tadsr_cli.engines.openvino_engine import import_openvino, shared_core
 
+        ov = import_openvino()
         self.ov = ov
         self.denoiser = denoiser
         self.precision = precision
         self.threads = max(1, int(threads))
-        self.core = ov.Core()
+        self.core = shared_core()
         self.graph: Any = None
         self.lock = threading.Lock()
         self.compiled: dict[tuple[int, tuple[int, ...], tuple[int, ...]], Any] = {}
