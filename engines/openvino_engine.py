@@ -65,8 +65,9 @@ def shared_core() -> Any:
     """One OpenVINO `Core` per process, never released: a Core destroyed while models it compiled are alive (the
     order Python's garbage collector may pick for a cycle) can unload the CPU plugin under them and crash."""
     global _CORE
+    ov = import_openvino()  # raises where OpenVINO is missing, also after a first Core (tests hide it)
     if _CORE is None:
-        _CORE = import_openvino().Core()
+        _CORE = ov.Core()
     return _CORE
 
 
