@@ -109,6 +109,20 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.startswith("."))
 
 
+@pytest.fixture
+def like_a_worker() -> Iterator[None]:
+    """The local run at a worker's thread count (1): float reductions then add up in the same order, so outputs
+    can be compared exactly; an earlier in-process test may have left torch at any count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 240-frame 32x32 clip with audio and subtitles, and what a local run makes of it."""
@@ -123,7 +137,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"src": src, "local": local}
 
 
-def test_folder_on_the_cluster_writes_what_a_local_run_writes(head: dict[str, str], tmp_path: Path,
+def test_folder_on_the_cluster_writes_what_a_local_run_writes(like_a_worker: None, head: dict[str, str], tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "in"
     for i, rel in enumerate(["a.png", "b.jpg", "sub/c.png", "sub/d.webp", "sub/deeper/e.png"]):
@@ -236,7 +250,8 @@ def test_killed_worker_is_retried(head: dict[str, str], clip: dict[str, Path], t
     assert not work_dir_for(dst).exists() and not leftovers(tmp_path)
 
 
-def test_eval_on_the_cluster_measures_what_a_local_eval_measures(head: dict[str, str], tmp_path: Path,
+def test_eval_on_the_cluster_measures_what_a_local_eval_measures(like_a_worker: None, head: dict[str, str],
+                                                                 tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
     for name in ("lq", "gt"):
         (tmp_path / name).mkdir()
