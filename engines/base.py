@@ -11,9 +11,10 @@ import logging
 import warnings
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from torch import Tensor
 
-from tadsr_cli.base.errors import NumericalError
+from tadsr_cli.base.errors import ConfigError, NumericalError
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +64,22 @@ class NonFiniteTiles:
     @staticmethod
     def still_bad() -> NumericalError:
         return NumericalError("the model produced NaN/Inf even in fp32")
+
+
+def check_tile_batch(lq: Tensor, noise: Tensor, latent_channels: int, lq_multiple: int) -> None:
+    """The `Engine.run` input contract, for backends that hand raw arrays to a runtime (no torch shape errors)."""
+    if lq.ndim != 4 or lq.shape[1] != 3:
+        raise ValueError(f"lq must be [B, 3, h, w], got {tuple(lq.shape)}")
+    if noise.shape[0] != lq.shape[0] or noise.shape[1] != latent_channels or noise.shape[2:] != lq.shape[2:]:
+        raise ValueError(
+            f"noise must be [B, {latent_channels}, h, w] matching lq {tuple(lq.shape)}, got {tuple(noise.shape)}"
+        )
+    h, w = int(lq.shape[2]), int(lq.shape[3])
+    if h % lq_multiple or w % lq_multiple:
+        raise ConfigError(f"LQ size {(h, w)} must be a multiple of {lq_multiple}; pad it first")
+
+
+def finite_tiles(hr: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    """Per tile of a batch: True where the image and its latent are all finite."""
+    b = hr.shape[0]
+    return np.isfinite(hr.reshape(b, -1)).all(1) & np.isfinite(latent.reshape(b, -1)).all(1)

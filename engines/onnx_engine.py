@@ -24,7 +24,7 @@ from torch import Tensor
 from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
 from tadsr_cli.base.oom import is_out_of_memory_message
 from tadsr_cli.engines import cache as engine_cache
-from tadsr_cli.engines.base import NonFiniteTiles
+from tadsr_cli.engines.base import NonFiniteTiles, check_tile_batch, finite_tiles
 from tadsr_cli.engines.onnx_export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
@@ -223,15 +223,8 @@ class OnnxEngine:
         return self._fp32_session
 
     def _check(self, lq: Tensor, noise: Tensor) -> None:
-        if lq.ndim != 4 or lq.shape[1] != 3:
-            raise ValueError(f"lq must be [B, 3, h, w], got {tuple(lq.shape)}")
-        if noise.shape[0] != lq.shape[0] or noise.shape[1] != self.latent_channels or noise.shape[2:] != lq.shape[2:]:
-            raise ValueError(
-                f"noise must be [B, {self.latent_channels}, h, w] matching lq {tuple(lq.shape)}, got {tuple(noise.shape)}"
-            )
+        check_tile_batch(lq, noise, self.latent_channels, self.lq_multiple)
         h, w = int(lq.shape[2]), int(lq.shape[3])
-        if h % self.lq_multiple or w % self.lq_multiple:
-            raise ConfigError(f"LQ size {(h, w)} must be a multiple of {self.lq_multiple}; pad it first")
         if self.static_size is not None and (h, w) != (self.static_size, self.static_size):
             raise ConfigError(f"this ONNX graph is static {self.static_size}x{self.static_size}; got {h}x{w}")
 
@@ -244,11 +237,6 @@ class OnnxEngine:
                 raise RuntimeError(f"out of memory in ONNX Runtime: {str(exc).splitlines()[0]}") from exc
             raise
         return hr, z
-
-    @staticmethod
-    def _finite(hr: np.ndarray, z: np.ndarray) -> np.ndarray:
-        b = hr.shape[0]
-        return np.isfinite(hr.reshape(b, -1)).all(1) & np.isfinite(z.reshape(b, -1)).all(1)
 
     def lockstep_engine(self) -> Any:
         """Tiled runs with whole-image GroupNorm statistics suspend the network at every norm until all tiles
@@ -267,12 +255,12 @@ class OnnxEngine:
         lq_np = np.ascontiguousarray(lq.detach().to("cpu", torch.float32).numpy())
         nz_np = np.ascontiguousarray(noise.detach().to("cpu", torch.float32).numpy())
         hr, z = self._call(self.session, lq_np, nz_np)
-        ok = self._finite(hr, z)
+        ok = finite_tiles(hr, z)
         if not ok.all():
             bad = np.flatnonzero(~ok)
             self._nonfinite.found(self.precision, len(bad))
             hr32, z32 = self._call(self._fp32(), lq_np[bad], nz_np[bad])
-            if not self._finite(hr32, z32).all():
+            if not finite_tiles(hr32, z32).all():
                 raise self._nonfinite.still_bad()
             hr = np.array(hr, dtype=np.float32, copy=True)
             hr[bad] = hr32

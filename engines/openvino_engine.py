@@ -26,7 +26,7 @@ from torch import Tensor
 
 from tadsr_cli.base.errors import ConfigError, EngineUnavailableError
 from tadsr_cli.base.oom import is_out_of_memory_message
-from tadsr_cli.engines.base import NonFiniteTiles
+from tadsr_cli.engines.base import NonFiniteTiles, check_tile_batch, finite_tiles
 from tadsr_cli.engines.onnx_engine import ensure_onnx
 from tadsr_cli.engines.onnx_export import DEFAULT_OPSET, check_tile, default_tile
 
@@ -183,17 +183,6 @@ class OpenVinoEngine:
             self._fp32 = self._compiled[-1].create_infer_request()
         return self._fp32
 
-    def _check(self, lq: Tensor, noise: Tensor) -> None:
-        if lq.ndim != 4 or lq.shape[1] != 3:
-            raise ValueError(f"lq must be [B, 3, h, w], got {tuple(lq.shape)}")
-        if noise.shape[0] != lq.shape[0] or noise.shape[1] != self.latent_channels or noise.shape[2:] != lq.shape[2:]:
-            raise ValueError(
-                f"noise must be [B, {self.latent_channels}, h, w] matching lq {tuple(lq.shape)}, got {tuple(noise.shape)}"
-            )
-        h, w = int(lq.shape[2]), int(lq.shape[3])
-        if h % self.lq_multiple or w % self.lq_multiple:
-            raise ConfigError(f"LQ size {(h, w)} must be a multiple of {self.lq_multiple}; pad it first")
-
     @staticmethod
     def _call(request: Any, lq: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -206,11 +195,6 @@ class OpenVinoEngine:
         return (np.array(request.get_tensor("hr").data, copy=True),
                 np.array(request.get_tensor("latent").data, copy=True))
 
-    @staticmethod
-    def _finite(hr: np.ndarray, z: np.ndarray) -> np.ndarray:
-        b = hr.shape[0]
-        return np.isfinite(hr.reshape(b, -1)).all(1) & np.isfinite(z.reshape(b, -1)).all(1)
-
     def lockstep_engine(self) -> Any:
         """Tiled runs with whole-image GroupNorm statistics pause the network at every norm until all tiles have
         delivered their moments (`tadsr_cli.pipeline.lockstep`); one OpenVINO call cannot pause, so those runs use
@@ -222,16 +206,16 @@ class OpenVinoEngine:
         return self._lockstep
 
     def run(self, lq: Tensor, noise: Tensor) -> Tensor:
-        self._check(lq, noise)
+        check_tile_batch(lq, noise, self.latent_channels, self.lq_multiple)
         lq_np = np.ascontiguousarray(lq.detach().to("cpu", torch.float32).numpy())
         nz_np = np.ascontiguousarray(noise.detach().to("cpu", torch.float32).numpy())
         hr, z = self._call(self._request, lq_np, nz_np)
-        ok = self._finite(hr, z)
+        ok = finite_tiles(hr, z)
         if not ok.all():
             bad = np.flatnonzero(~ok)
             self._nonfinite.found(self.precision, len(bad))
             hr32, z32 = self._call(self._fp32_request(), lq_np[bad], nz_np[bad])
-            if not self._finite(hr32, z32).all():
+            if not finite_tiles(hr32, z32).all():
                 raise self._nonfinite.still_bad()
             hr[bad] = hr32
         return torch.from_numpy(hr)
