@@ -61,6 +61,12 @@ def run_files(jobs: list[Job], session: Session, settings: RunSettings, always_t
                 )
         except Interrupted as stop:
             results, interrupted = stop.results, True
+    finish_run(reporter, results, interrupted, always_table)
+
+
+def finish_run(reporter: Reporter, results: list[FileResult], interrupted: bool, always_table: bool) -> None:
+    """The summary (a table for several files, a failure or an interruption) and the exit code: 130 when
+    interrupted, 1 when a file failed. Shared by local and cluster runs."""
     failed = any(r.status == "failed" for r in results)
     reporter.summary(results, interrupted=interrupted,
                      table=always_table or interrupted or len(results) > 1 or failed)

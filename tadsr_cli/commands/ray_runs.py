@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from tadsr_cli.commands.file_runs import say, setup_logging
+from tadsr_cli.commands.file_runs import finish_run, say, setup_logging
 from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job, sigterm_as_interrupt
 from tadsr_cli.pipeline.progress import Reporter
 from tadsr_cli.pipeline.ray_cluster import ClusterInfo, WorkerShape, connected, import_ray, worker_shape
@@ -78,10 +78,4 @@ def run_files_on_ray(jobs: list[Job], session: Session, settings: RunSettings, a
                     results = ClusterRun(ray, session, shape, callbacks).run(jobs)
             except Interrupted as stop:
                 results, interrupted = stop.results, True
-        failed = any(r.status == "failed" for r in results)
-        reporter.summary(results, interrupted=interrupted,
-                         table=always_table or interrupted or len(results) > 1 or failed)
-    if interrupted:
-        raise typer.Exit(130)
-    if failed:
-        raise typer.Exit(1)
+        finish_run(reporter, results, interrupted, always_table)
