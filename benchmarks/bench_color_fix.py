@@ -2,7 +2,8 @@
 
 The model runs once per photo (default settings); each fix is applied to that same output, and the result is
 compared with the ground truth in colour: PSNR of the BT.601 chroma (Cb, Cr) and of Y, and the largest error of a
-channel's mean (a colour cast), each averaged over the photos. `tadsr eval --color-fix X` gives the usual table.
+channel's mean (a colour cast), each averaged over the photos, and the time of each fix (`seconds`, wall clock, and
+`cpu_seconds`, process CPU time, which a busy machine inflates less). `tadsr eval --color-fix X` gives the usual table.
 
     python benchmarks/bench_color_fix.py [--lq runs/heldout/lq_realesrgan] [--gt runs/heldout/gt] [--threads 1]
 """
@@ -48,7 +49,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     path = resolve_model_path(args.model)
     upscaler = build_upscaler(ModelSettings(model=args.model, device="cpu"), TileOptions(), path, steps=1)
-    sums = {fix: {"psnr_y": 0.0, "psnr_cbcr": 0.0, "cast": 0.0, "seconds": 0.0} for fix in COLOR_FIXES}
+    sums = {fix: {"psnr_y": 0.0, "psnr_cbcr": 0.0, "cast": 0.0, "seconds": 0.0, "cpu_seconds": 0.0}
+            for fix in COLOR_FIXES}
     files = sorted(p for p in args.lq.iterdir() if p.suffix.lower() == ".png")
     for lq_path in files:
         lq = read_image(lq_path).rgb
@@ -57,9 +59,10 @@ def main() -> None:
         h, w = min(out.shape[0], gt.shape[0]), min(out.shape[1], gt.shape[1])
         gt_c = ycbcr(gt[:h, :w])
         for fix in COLOR_FIXES:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fixed = color_fix(out.copy(), lq, fix)
             sums[fix]["seconds"] += time.perf_counter() - start
+            sums[fix]["cpu_seconds"] += time.process_time() - cpu_start
             q = np.round(fixed[:h, :w] * 255) / 255  # as saved
             c = ycbcr(q)
             sums[fix]["psnr_y"] += psnr(c[..., 0], gt_c[..., 0])
@@ -67,7 +70,8 @@ def main() -> None:
             sums[fix]["cast"] += float(np.abs(q.mean(axis=(0, 1)) - gt[:h, :w].mean(axis=(0, 1))).max())
     n = len(files)
     result = {
-        "model": str(path.name), "images": n, "precision": getattr(upscaler.engine, "precision", None),
+        "model": str(path.name), "images": n, "backend": getattr(upscaler.engine, "name", None),
+        "precision": getattr(upscaler.engine, "precision", None),
         "threads": torch.get_num_threads(),
         "fixes": {fix: {key: round(v / n, 5 if key == "cast" else 3) for key, v in s.items()}
                   for fix, s in sums.items()},
