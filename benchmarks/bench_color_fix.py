@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from tadsr_cli.models.registry import resolve_model_path
+from tadsr_cli.models.model_cache import resolve_model_path
 from tadsr_cli.pipeline.color_fix import COLOR_FIXES, color_fix
 from tadsr_cli.pipeline.image_read import read_image
 from tadsr_cli.pipeline.session import build_upscaler

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tadsr_cli.models.registry import resolve_model
+from tadsr_cli.models.model_cache import resolve_model
 
 
 def seconds_per_call(fn, repeats: int) -> float:

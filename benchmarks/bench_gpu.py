@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 def load_model(name: str) -> Any:
     import torch
 
+    from tadsr_cli.models.model_cache import resolve_model
     from tadsr_cli.models.presets import official_realsr_x4, tiny_test_config
-    from tadsr_cli.models.registry import resolve_model
     from tadsr_cli.models.sr_model import DiffusionSR
 
     if name == "default":

@@ -121,10 +121,10 @@ def engines(side: int) -> dict:
     import torch
 
     from tadsr_cli.engines import create_engine
-    from tadsr_cli.models import registry
+    from tadsr_cli.models import model_cache
 
-    path = registry.resolve_model_path(None)
-    model = registry.resolve_model(str(path))
+    path = model_cache.resolve_model_path(None)
+    model = model_cache.resolve_model(str(path))
     threads = torch.get_num_threads()
     rows = {
         "torch-fp32": lambda: create_engine("torch", model, device="cpu", precision="fp32"),
@@ -170,10 +170,10 @@ def shapes() -> dict:
 
     from tadsr_cli.engines import create_engine
     from tadsr_cli.engines.openvino_engine import cpu_has_native_bf16
-    from tadsr_cli.models import registry
+    from tadsr_cli.models import model_cache
 
-    path = registry.resolve_model_path(None)
-    model = registry.resolve_model(str(path))
+    path = model_cache.resolve_model_path(None)
+    model = model_cache.resolve_model(str(path))
     engine = create_engine("openvino", model, device="cpu", precision="fp32", model_path=path)
     core = ov.Core()
     hint = "bf16" if cpu_has_native_bf16(core) else "f32"

@@ -74,16 +74,16 @@ def build(backend: str, precision: str, tiles, color_fix: str = "none"):
     import torch
 
     from tadsr_cli.engines import create_engine
-    from tadsr_cli.models import registry
+    from tadsr_cli.models import model_cache
     from tadsr_cli.pipeline.color_fix import ColorFixedUpscaler
     from tadsr_cli.pipeline.settings import resolve_precision
     from tadsr_cli.pipeline.upscaler import Upscaler
 
-    path = registry.resolve_model_path(None)
+    path = model_cache.resolve_model_path(None)
     opts: dict = {} if backend == "torch" else {"model_path": path}
     if THREADS and backend in ("onnx", "openvino", "auto"):
         opts["threads"] = THREADS
-    engine = create_engine(backend, registry.resolve_model(str(path)), device="cpu",
+    engine = create_engine(backend, model_cache.resolve_model(str(path)), device="cpu",
                            precision=resolve_precision(precision, torch.device("cpu"), backend, 1), **opts)
     up = Upscaler(engine, tiles, seed=0)
     return up if color_fix == "none" else ColorFixedUpscaler(up, color_fix)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tadsr_cli.engines import create_engine
-from tadsr_cli.models.registry import resolve_model
+from tadsr_cli.models.model_cache import resolve_model
 from tadsr_cli.pipeline.image_read import read_image
 from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 

@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tadsr_cli.engines import create_engine
-    from tadsr_cli.models.registry import resolve_model
+    from tadsr_cli.models.model_cache import resolve_model
     from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
     files = list_images(args.lq)[: args.limit]

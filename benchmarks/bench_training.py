@@ -92,10 +92,10 @@ def _data_cpu_per_batch(recipe: Any, batches: int = 4) -> tuple[float, float]:
 
 
 def _run(stage: str, mode: str, iterations: int, skip: int, work: Path, cache: Path | None) -> dict[str, Any]:
-    from tadsr_cli.train.distill import make_task
     from tadsr_cli.train.distributed import setup_distributed
     from tadsr_cli.train.loop import train
     from tadsr_cli.train.recipe import load_recipe
+    from tadsr_cli.train.run import make_task
 
     recipe = load_recipe(TEACHER_RECIPE if stage == "teacher" else STUDENT_RECIPE,
                          _overrides(stage, mode, iterations, cache))
@@ -208,11 +208,11 @@ def _hfsd_agreement(work: Path) -> dict[str, Any]:
     the student recipe: its loss value mean(g * x_s) is a near-cancelling sum, so compare g itself."""
     from torch.utils.data import default_collate
 
-    from tadsr_cli.train.distill import make_task
     from tadsr_cli.train.distributed import setup_distributed
     from tadsr_cli.train.losses import hfsd_gradient
     from tadsr_cli.train.randomness import step_generator
     from tadsr_cli.train.recipe import load_recipe
+    from tadsr_cli.train.run import make_task
     from tadsr_cli.train.teacher_targets import TeacherInference, choose_engine
 
     recipe = load_recipe(STUDENT_RECIPE, [*_overrides("student", "fp32", 1, work / "cache-hfsd"), "teacher_cache=null"])

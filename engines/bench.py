@@ -311,11 +311,11 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def load_default_model() -> tuple[Any, str]:
     """The embedded default when installed, else a seeded random `tiny_test_config()` model."""
-    from tadsr_cli.models import registry
+    from tadsr_cli.models.model_cache import resolve_model, resolve_model_path
 
     try:
-        path = registry.resolve_model_path(None)
-        return registry.resolve_model(str(path)), f"embedded {path.name}"
+        path = resolve_model_path(None)
+        return resolve_model(str(path)), f"embedded {path.name}"
     except Exception:
         from tadsr_cli.models.presets import tiny_test_config
         from tadsr_cli.models.sr_model import DiffusionSR

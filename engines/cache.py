@@ -7,7 +7,7 @@ of the file name, so a stale artefact is never picked up and a second run finds 
 
 Location: a `tadsr-engines/` folder next to the model file when that folder is writable (and is not the
 package's own `weights/` folder), else
-`tadsr_cli.models.registry.cache_dir() / "engines"` (also used for models that did not come from a file).
+`tadsr_cli.models.model_cache.cache_dir() / "engines"` (also used for models that did not come from a file).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _writable_dir(folder: Path) -> bool:
 
 def _is_package_data(folder: Path) -> bool:
     """The embedded default lives inside the installed package: never write there."""
-    from tadsr_cli.models.registry import WEIGHTS_DIR
+    from tadsr_cli.models.model_cache import WEIGHTS_DIR
 
     try:
         return folder.resolve() == Path(WEIGHTS_DIR).resolve()
@@ -84,7 +84,7 @@ def cache_root(model_path: str | Path | None = None, override: str | Path | None
         parent = Path(model_path).expanduser().resolve().parent
         if not _is_package_data(parent) and os.access(parent, os.W_OK | os.X_OK) and _writable_dir(parent / ENGINE_SUBDIR):
             return parent / ENGINE_SUBDIR
-    from tadsr_cli.models.registry import cache_dir
+    from tadsr_cli.models.model_cache import cache_dir
 
     folder = cache_dir() / "engines"
     folder.mkdir(parents=True, exist_ok=True)

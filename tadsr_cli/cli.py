@@ -3,7 +3,7 @@
 Each command lives in `tadsr_cli/commands/<name>.py` and exposes `register(app)`. Library code raises typed
 errors (`tadsr_cli.errors`); this module alone turns them into one-line messages and exit codes:
 0 ok, 1 some inputs failed, 2 usage/configuration error, 130 interrupted (Ctrl-C/SIGTERM; a second
-Ctrl-C waits for the cleanup, see `pipeline.interrupts`).
+Ctrl-C waits for the cleanup, see `base.interrupts`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from rich.markup import escape
 from tadsr_cli import __version__
 from tadsr_cli.base.allocator import keep_freed_memory
 from tadsr_cli.base.errors import TadsrError
+from tadsr_cli.base.interrupts import graceful_interrupts, interrupted
 from tadsr_cli.base.messages import terminal_safe
-from tadsr_cli.pipeline.interrupts import graceful_interrupts, interrupted
 
 # Command modules, registered in this order (help lists them so).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eval",
     "distill",
     "export",
+    "bench",
 )
 
 app = typer.Typer(

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tadsr_cli.base.errors import ConfigError
+from tadsr_cli.base.interrupts import sigterm_as_interrupt
 from tadsr_cli.pipeline.batch import (
     Interrupted,
     Job,
@@ -22,7 +23,6 @@ from tadsr_cli.pipeline.batch import (
     plan_folder,
     run_jobs,
     select_shard,
-    sigterm_as_interrupt,
 )
 
 

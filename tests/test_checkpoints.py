@@ -1,4 +1,4 @@
-"""Checkpoint reading (official .pth quirks, safety), the project's model files, the registry and `tadsr models`."""
+"""Checkpoint reading (official .pth quirks, safety), the project's model files, the model catalogue and `tadsr models`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tadsr_cli.base.errors import CheckpointError, ConfigError, ModelNotFoundError
 from tadsr_cli.cli import app
-from tadsr_cli.models import registry
+from tadsr_cli.models import catalog, download, model_cache
 from tadsr_cli.models.autoencoders import diffusers_to_ldm_vq
 from tadsr_cli.models.checkpoints import (
     load_model_file,
@@ -131,7 +131,7 @@ def test_config_rejects_unknown_keys_and_mismatched_channels() -> None:
         ModelConfig.from_dict(data)
 
 
-def _fake_release(tmp_path: Path) -> tuple[registry.RegistryEntry, DiffusionSR]:
+def _fake_release(tmp_path: Path) -> tuple[catalog.RegistryEntry, DiffusionSR]:
     """A registry entry shaped like the released ones, backed by small local .pth files in the official layouts."""
     model = _tiny(seed=5, config=tiny_vq_test_config())
     rel = tmp_path / "release"
@@ -139,13 +139,13 @@ def _fake_release(tmp_path: Path) -> tuple[registry.RegistryEntry, DiffusionSR]:
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.denoiser.state_dict().items()}},
                rel / "denoiser_small.pth")
     torch.save({"state_dict": diffusers_to_ldm_vq(model.autoencoder.vq.state_dict())}, rel / "vq_small.pth")
-    entry = registry.RegistryEntry(
+    entry = catalog.RegistryEntry(
         name="small-release",
         description="test",
         steps=15,
         make_config=tiny_vq_test_config,
-        denoiser=registry.RemoteFile((rel / "denoiser_small.pth").as_uri()),
-        autoencoder=registry.RemoteFile((rel / "vq_small.pth").as_uri()),
+        denoiser=catalog.RemoteFile((rel / "denoiser_small.pth").as_uri()),
+        autoencoder=catalog.RemoteFile((rel / "vq_small.pth").as_uri()),
     )
     return entry, model
 
@@ -161,38 +161,38 @@ def test_load_official_pth_pair(tmp_path: Path) -> None:
 def test_pull_downloads_verifies_and_converts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     entry, model = _fake_release(tmp_path)
     monkeypatch.setenv("TADSR_HOME", str(tmp_path / "home"))
-    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(catalog.REGISTRY, entry.name, entry)
     seen: list[int] = []
     local = tmp_path / "release" if mode == "local-dir" else None
-    path = registry.pull(entry.name, local_dir=local, progress=lambda f, done, total: seen.append(done))
+    path = download.pull(entry.name, local_dir=local, progress=lambda f, done, total: seen.append(done))
     assert path == tmp_path / "home" / "models" / "small-release.safetensors"
     assert (mode == "url") == bool(seen), "progress is reported for downloads"
-    assert torch.equal(_io(model), _io(registry.resolve_model("small-release")))
+    assert torch.equal(_io(model), _io(model_cache.resolve_model("small-release")))
 
 
 def test_pull_with_wrong_weights_fails_without_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     entry, _ = _fake_release(tmp_path)
     torch.save({"state_dict": {"foo": torch.zeros(1)}}, tmp_path / "release" / "denoiser_small.pth")
     monkeypatch.setenv("TADSR_HOME", str(tmp_path / "home"))
-    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(catalog.REGISTRY, entry.name, entry)
     with pytest.raises(CheckpointError, match="missing"):
-        registry.pull(entry.name)
+        download.pull(entry.name)
     assert not (tmp_path / "home" / "models" / "small-release.safetensors").exists()
 
 
 def test_resolve_model_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TADSR_HOME", str(tmp_path))
     with pytest.raises(ModelNotFoundError, match="tadsr models pull sinsr-v1"):
-        registry.resolve_model_path("sinsr-v1")
+        model_cache.resolve_model_path("sinsr-v1")
     with pytest.raises(ModelNotFoundError, match="neither a file nor a known model"):
-        registry.resolve_model_path(tmp_path / "nope.safetensors")
+        model_cache.resolve_model_path(tmp_path / "nope.safetensors")
 
 
 def test_models_cli_list_and_info(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0, result.output
-    for name in ("resshift-realsr-x4-v1", "resshift-realsr-x4-v3", "sinsr-v1", registry.DEFAULT_MODEL_NAME):
+    for name in ("resshift-realsr-x4-v1", "resshift-realsr-x4-v3", "sinsr-v1", catalog.DEFAULT_MODEL_NAME):
         assert name in result.output
     path = save_model(_tiny(), tmp_path / "m.safetensors")
     result = runner.invoke(app, ["models", "info", str(path)])
@@ -201,7 +201,7 @@ def test_models_cli_list_and_info(tmp_path: Path) -> None:
 
 
 def test_registry_entries_build_the_official_architecture() -> None:
-    for entry in registry.REGISTRY.values():
+    for entry in catalog.REGISTRY.values():
         if entry.embedded_file:
             continue
         cfg = entry.make_config()

@@ -203,13 +203,13 @@ def test_models_list_fits_80_columns_and_info_has_the_details():
 
 
 def test_models_pull_offline_says_how_to_use_from(tmp_path, monkeypatch, capsys):
-    from tadsr_cli.models import registry
+    from tadsr_cli.models import download
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Temporary failure in name resolution")
 
     monkeypatch.setenv("TADSR_HOME", str(tmp_path))
-    monkeypatch.setattr(registry.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
     code, _, err = run_cli(["models", "pull", "sinsr-v1"], capsys)
     text = flat(err)
     assert code == 2 and "download failed" in text and "--from FOLDER" in text and "SinSR_v1.pth" in text

@@ -10,7 +10,7 @@ import pytest
 
 from tadsr_cli.engines import create_engine
 from tadsr_cli.eval.stlpips import STLPIPSMetric
-from tadsr_cli.models import registry
+from tadsr_cli.models import catalog, model_cache
 from tadsr_cli.pipeline.upscaler import TileOptions, Upscaler
 
 PAIRS = Path(__file__).parent / "data" / "heldout_pairs"
@@ -22,15 +22,15 @@ def _read(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def upscaler() -> Upscaler:
-    model = registry.resolve_model(None)  # no --model: the embedded default
+    model = model_cache.resolve_model(None)  # no --model: the embedded default
     return Upscaler(create_engine("torch", model, device="cpu"), TileOptions(tile=0), seed=0)
 
 
 def test_default_model_is_embedded_and_small() -> None:
-    path = registry.resolve_model_path(None)
-    assert path.parent == registry.WEIGHTS_DIR, "the default must come from package data, not the network"
+    path = model_cache.resolve_model_path(None)
+    assert path.parent == model_cache.WEIGHTS_DIR, "the default must come from package data, not the network"
     assert path.stat().st_size <= 20 * 2**20
-    config = registry.resolve_model(None).config
+    config = model_cache.resolve_model(None).config
     assert config.autoencoder.kind == "pixel_unshuffle" and config.scale == 4
 
 
@@ -81,12 +81,12 @@ def test_default_model_beats_bicubic_on_the_20_heldout_photos(upscaler: Upscaler
 
 def test_teacher_ships_and_default_alias_resolves() -> None:
     """`--model tadsr-tiny-x4-teacher --steps 15` and `--model default` work offline, from package data."""
-    teacher = registry.resolve_model_path(registry.TEACHER_MODEL_NAME)
-    assert teacher.parent == registry.WEIGHTS_DIR and teacher.stat().st_size <= 20 * 2**20
-    assert registry.default_steps(registry.TEACHER_MODEL_NAME) == 15
-    assert registry.resolve_model(registry.TEACHER_MODEL_NAME).schedule.steps == 15
-    assert registry.resolve_model_path("default") == registry.resolve_model_path(None)
-    assert registry.default_steps("default") == 1
+    teacher = model_cache.resolve_model_path(catalog.TEACHER_MODEL_NAME)
+    assert teacher.parent == model_cache.WEIGHTS_DIR and teacher.stat().st_size <= 20 * 2**20
+    assert catalog.default_steps(catalog.TEACHER_MODEL_NAME) == 15
+    assert model_cache.resolve_model(catalog.TEACHER_MODEL_NAME).schedule.steps == 15
+    assert model_cache.resolve_model_path("default") == model_cache.resolve_model_path(None)
+    assert catalog.default_steps("default") == 1
 
 
 
@@ -94,16 +94,16 @@ def test_video_inputs_get_the_embedded_video_student_unless_a_model_is_named(tmp
     from tadsr_cli.pipeline.session import Session
     from tadsr_cli.pipeline.settings import ModelSettings, RunSettings
 
-    video = registry.resolve_model_path(registry.VIDEO_MODEL_NAME)
-    assert video.parent == registry.WEIGHTS_DIR and video.stat().st_size <= 20 * 2**20
-    assert registry.default_steps(registry.VIDEO_MODEL_NAME) == 1
-    assert registry.resolve_model(registry.VIDEO_MODEL_NAME).config.name == registry.VIDEO_MODEL_NAME
+    video = model_cache.resolve_model_path(catalog.VIDEO_MODEL_NAME)
+    assert video.parent == model_cache.WEIGHTS_DIR and video.stat().st_size <= 20 * 2**20
+    assert catalog.default_steps(catalog.VIDEO_MODEL_NAME) == 1
+    assert model_cache.resolve_model(catalog.VIDEO_MODEL_NAME).config.name == catalog.VIDEO_MODEL_NAME
     for model in (None, "default"):
         session = Session(RunSettings(model=ModelSettings(model=model)))
-        assert session.model_paths == {"image": registry.resolve_model_path(None), "video": video}
+        assert session.model_paths == {"image": model_cache.resolve_model_path(None), "video": video}
         assert str(video.resolve()) in session.resume_key()  # a video resumes only with the model that began it
-    named = Session(RunSettings(model=ModelSettings(model=registry.TEACHER_MODEL_NAME)))
-    assert set(named.model_paths.values()) == {registry.resolve_model_path(registry.TEACHER_MODEL_NAME)}
+    named = Session(RunSettings(model=ModelSettings(model=catalog.TEACHER_MODEL_NAME)))
+    assert set(named.model_paths.values()) == {model_cache.resolve_model_path(catalog.TEACHER_MODEL_NAME)}
     assert named.steps == {"image": 15, "video": 15}
     shared = Session(RunSettings(model=ModelSettings(model=str(video))))  # one model for both: one engine
     assert shared.upscaler_for("image") is shared.upscaler_for("video")
@@ -130,7 +130,7 @@ def test_video_default_follows_a_clean_pan_without_flicker() -> None:
     lq = [cv2.resize(f, (size // 4, size // 4), interpolation=cv2.INTER_AREA) for f in gt]
     run = RunSettings(model=ModelSettings(backend="torch", device="cpu", precision="fp32"), tiles=TileOptions(tile=0))
     label, method = video_method(Session(run))  # what `tadsr upscale clip.mp4` runs, frames in memory
-    assert label.startswith(registry.VIDEO_MODEL_NAME)
+    assert label.startswith(catalog.VIDEO_MODEL_NAME)
     got = measure_temporal(lq, {label: method}, gt_frames=gt).summary()
     # measured: PSNR-Y 33.00 vs bicubic 34.21 dB, warping error 0.43 vs the original's 1.37 (the image default
     # tadsr-tiny-x4 fails here: it invents sand grain, more than 1.5 dB under bicubic)

@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from tadsr_cli.base.errors import TrainingError
+from tadsr_cli.base.errors import RecipeError, TrainingError
 from tadsr_cli.models.config import DenoiserConfig
 from tadsr_cli.train.discriminator import TimeAwareDiscriminator, default_feature_blocks, input_block_channels
-from tadsr_cli.train.distill import make_task, run_recipe
 from tadsr_cli.train.distributed import setup_distributed
 from tadsr_cli.train.loop import train
 from tadsr_cli.train.losses import d_hinge_loss, g_hinge_loss
 from tadsr_cli.train.recipe import load_recipe
+from tadsr_cli.train.run import make_task, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TEACHER = ROOT / "recipes" / "smoke-teacher.yaml"
@@ -171,7 +171,7 @@ def test_smoke_teacher_run_lowers_loss_and_exports(tmp_path, hr_folder):
         hr = model.sample(torch.zeros(1, 3, 16, 16), torch.zeros(1, 48, 16, 16))
     assert hr.shape == (1, 3, 64, 64)
     # --export-only: the EMA model of the newest checkpoint, without training (the same weights at the end)
-    from tadsr_cli.train.distill import export_checkpoint
+    from tadsr_cli.train.export import export_checkpoint
 
     exported = load_model_file(export_checkpoint(recipe, out, console=_quiet()))
     for key, value in model.denoiser.state_dict().items():
@@ -457,3 +457,31 @@ def test_fidelity_weight_is_validated(hr_folder):
         load_recipe(SMOKE_TADSR, _overrides(hr_folder, "loss.fidelity=-1"))
     with pytest.raises(RecipeError, match="fidelity_on"):
         load_recipe(SMOKE_TADSR, _overrides(hr_folder, "loss.fidelity_on=sometimes"))
+
+
+def test_feature_match_loss_is_zero_only_for_matching_features():
+    from tadsr_cli.train.losses import feature_match_loss
+
+    torch.manual_seed(0)
+    real = [torch.randn(2, 8, 4, 4), torch.randn(2, 16, 2, 2)]
+    assert feature_match_loss([f.clone() for f in real], real).item() == pytest.approx(0.0, abs=1e-9)
+    # Channel-normalised: a feature map scaled by a positive factor says the same thing.
+    assert feature_match_loss([3.0 * f for f in real], real).item() == pytest.approx(0.0, abs=1e-6)
+    # Opposite unit vectors differ by 2 at every position: squared norm 4, summed over the two taps.
+    assert feature_match_loss([-f for f in real], real).item() == pytest.approx(8.0, rel=1e-5)
+    fake = [f.clone().requires_grad_(True) for f in real]
+    feature_match_loss([f + 0.1 * torch.randn_like(f) for f in fake], real).backward()
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in fake)
+
+
+@pytest.mark.parametrize("gan", [0.0, 0.01])
+def test_feature_term_trains_the_student_with_or_without_the_discriminator(tmp_path, hr_folder, gan):
+    recipe = load_recipe(SMOKE_TADSR, _overrides(
+        hr_folder, "iterations=2", "data.length=4", "log.every=1", "validation.every=0", "loss.feature=1",
+        f"loss.gan={gan}", "loss.gan_start=0",
+    ))
+    result = run_recipe(recipe, tmp_path / "run", console=_quiet(), progress=False, keep_loss_history=True)
+    assert all(r["feature"] > 0.0 for r in result.losses), result.losses
+    assert all((r["d_loss"] > 0.0) == (gan > 0) for r in result.losses), result.losses
+    with pytest.raises(RecipeError, match="feature"):
+        load_recipe(SMOKE_TADSR, _overrides(hr_folder, "loss.feature=-1"))

@@ -25,7 +25,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from tadsr_cli.base.errors import CheckpointError, ConfigError, InputError
-from tadsr_cli.models import registry
+from tadsr_cli.models import catalog
 from tadsr_cli.models.checkpoints import load_model_file, read_state_dict, save_model
 from tadsr_cli.models.config import ModelConfig
 from tadsr_cli.models.presets import tiny_test_config, tiny_vq_test_config
@@ -352,7 +352,7 @@ def test_animated_gif_first_frame_with_a_warning(tmp_path, model_file, capsys, c
 
 # ---- videos that are not videos -------------------------------------------------------------------------------------
 def test_videos_that_are_not_videos(tmp_path, model_file, capsys):
-    av = pytest.importorskip("av")
+    import av
     full = tmp_path / "full.mp4"
     with av.open(str(full), "w") as out:
         s = out.add_stream("libx264", rate=10)
@@ -469,11 +469,11 @@ def test_convert_and_pull_check_names_and_shapes_before_building(tmp_path, capsy
     sd = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
     sd[sorted(sd)[0]] = torch.zeros(3, 3)
     torch.save({"state_dict": sd}, rel / "den.pth")
-    entry = registry.RegistryEntry(name="small", description="t", steps=15, make_config=tiny_vq_test_config,
-                                   denoiser=registry.RemoteFile("https://example.invalid/den.pth"),
-                                   autoencoder=registry.RemoteFile("https://example.invalid/vq.pth"))
+    entry = catalog.RegistryEntry(name="small", description="t", steps=15, make_config=tiny_vq_test_config,
+                                  denoiser=catalog.RemoteFile("https://example.invalid/den.pth"),
+                                  autoencoder=catalog.RemoteFile("https://example.invalid/vq.pth"))
     (rel / "vq.pth").write_bytes(b"\0")  # never reached: the denoiser is refused first
-    monkeypatch.setitem(registry.REGISTRY, "small", entry)
+    monkeypatch.setitem(catalog.REGISTRY, "small", entry)
     monkeypatch.setenv("TADSR_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(checkpoints, "load_state_dict_strict",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("built before checking")))

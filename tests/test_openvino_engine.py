@@ -50,10 +50,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_shipped_default_agrees_with_torch_fp32(tmp_path):
     """What users run: the embedded default at the precision `auto` resolves to (bf16 on an AMX CPU)."""
-    from tadsr_cli.models import registry
+    from tadsr_cli.models.model_cache import resolve_model, resolve_model_path
     from tadsr_cli.pipeline.settings import resolve_precision
 
-    model = registry.resolve_model(str(registry.resolve_model_path(None)))
+    model = resolve_model(str(resolve_model_path(None)))
     image = np.asarray(Image.open(Path(__file__).parents[1] / "tadsr_cli/assets/sample.png").convert("RGB"))
     image = image[:96, :128].astype(np.float32) / 255
     precision = resolve_precision("auto", torch.device("cpu"), "openvino", 1)

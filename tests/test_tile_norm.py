@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from tadsr_cli.engines import create_engine
+from tadsr_cli.models.model_cache import resolve_model
 from tadsr_cli.models.presets import tiny_test_config, tiny_vq_test_config
-from tadsr_cli.models.registry import resolve_model
 from tadsr_cli.models.sr_model import DiffusionSR
 from tadsr_cli.models.tile_norm import GroupMoments, TileNormState, norm_state, region_moments, scale_rect
 from tadsr_cli.pipeline.lockstep import LockstepAborted, NormExchange, run_lockstep

@@ -17,10 +17,10 @@ from PIL import Image
 from rich.console import Console
 
 from tadsr_cli.base.errors import ModelNotFoundError, RecipeError
-from tadsr_cli.train.distill import make_task, run_recipe
 from tadsr_cli.train.distributed import setup_distributed
 from tadsr_cli.train.precision import Amp
 from tadsr_cli.train.recipe import load_recipe
+from tadsr_cli.train.run import make_task, run_recipe
 from tadsr_cli.train.teacher_targets import TeacherInference, choose_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_target_engine_choice(monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------
 def test_model_init_accepts_a_registry_name(hr_folder):
     from tadsr_cli.models.checkpoints import read_state_dict
-    from tadsr_cli.models.registry import resolve_model_path
+    from tadsr_cli.models.model_cache import resolve_model_path
     from tadsr_cli.train.task import resolve_weights
 
     shipped_teacher = resolve_model_path("tadsr-tiny-x4-teacher")

@@ -166,7 +166,7 @@ def test_teacher_steps(tmp_path, model_file, capsys):
 
 
 def _make_video(path: Path, frames: int = 3, w: int = 32, h: int = 24) -> None:
-    av = pytest.importorskip("av")
+    import av
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=10)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
@@ -179,9 +179,10 @@ def _make_video(path: Path, frames: int = 3, w: int = 32, h: int = 24) -> None:
 
 
 def test_video_is_detected_by_content(tmp_path, model_file, capsys):
+    import av
+
     from tadsr_cli.pipeline import video
 
-    av = pytest.importorskip("av")
     src = tmp_path / "clip.mp4"
     _make_video(src)
     hidden = tmp_path / "clip_named.png"  # a video with an image extension

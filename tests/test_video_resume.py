@@ -85,7 +85,7 @@ def test_resume_after_all_segments_finished_only_joins(tmp_path: Path, monkeypat
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OutputError("disk full while joining")
 
-    monkeypatch.setattr(video_mod, "_write_output", disk_full)
+    monkeypatch.setattr(video_mod, "write_output", disk_full)
     with pytest.raises(OutputError, match="disk full"):
         upscale_video(src, dst, Cubic(), VideoOptions(segment_frames=4, resume=True))
     monkeypatch.undo()

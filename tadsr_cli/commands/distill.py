@@ -32,14 +32,14 @@ def distill(
     Writes checkpoints, log.jsonl / log.csv, validation images and, at the end, model.safetensors (the EMA model),
     which `tadsr upscale --model FILE` uses directly. Ctrl-C saves a checkpoint and exits; --resume continues.
     """
-    from tadsr_cli.train.distill import run_recipe
     from tadsr_cli.train.recipe import load_recipe
+    from tadsr_cli.train.run import run_recipe
 
     console = Console(stderr=True)
     out = output if output is not None else old_out
     parsed = load_recipe(recipe, overrides)
     if export_only:
-        from tadsr_cli.train.distill import export_checkpoint
+        from tadsr_cli.train.export import export_checkpoint
 
         export_checkpoint(parsed, out_dir=out, console=console)
         return

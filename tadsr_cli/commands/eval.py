@@ -15,7 +15,7 @@ from tadsr_cli.commands.ray_runs import ray_option, ray_workers_option
 from tadsr_cli.eval.metric_suite import METRICS
 from tadsr_cli.eval.report import write_report
 from tadsr_cli.eval.runner import EvalConfig, parse_baselines, parse_sr_option, run_eval
-from tadsr_cli.models.registry import DEFAULT_ALIAS
+from tadsr_cli.models.catalog import DEFAULT_ALIAS
 from tadsr_cli.pipeline.progress import TaskProgress
 from tadsr_cli.pipeline.settings import RunSettings
 

@@ -1,4 +1,4 @@
-"""`tadsr export` (ONNX graph / TensorRT engine of the one-step model) and `tadsr bench` (engine benchmark JSON)."""
+"""`tadsr export`: the ONNX graph, OpenVINO IR or TensorRT engine of the one-step model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ FORMATS = ("onnx", "openvino", "tensorrt")
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
-    app.command("bench")(bench_command)
 
 
 def export_command(
@@ -40,7 +39,7 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Export the whole one-step graph to ONNX, or prebuild a TensorRT engine (cached for --backend tensorrt)."""
-    from tadsr_cli.models import registry
+    from tadsr_cli.models import model_cache
 
     fmt = fmt.lower().strip()
     if fmt not in FORMATS:
@@ -48,8 +47,8 @@ def export_command(
     if precision not in ("fp32", "fp16", "bf16"):
         raise ConfigError(f"--precision {precision!r}: choose fp32, fp16 or bf16")
     console = Console(stderr=True)
-    model_path = registry.resolve_model_path(model)
-    net = registry.resolve_model(str(model_path))
+    model_path = model_cache.resolve_model_path(model)
+    net = model_cache.resolve_model(str(model_path))
     result: dict[str, object] = {"model": str(model_path), "format": fmt, "precision": precision}
 
     if fmt == "tensorrt":
@@ -127,38 +126,3 @@ def _report(console: Console, result: dict[str, object], as_json: bool, line: st
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
         console.print(line, highlight=False)
-
-
-def bench_command(
-    models: str = typer.Option("default,official", "--models", help="Comma list: default, official."),
-    backends: str = typer.Option("torch,onnx,tensorrt", "--backends", help="Comma list of backends to try."),
-    precisions: str = typer.Option("fp32,bf16,fp16", "--precisions", help="Comma list of precisions to try."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
-    size: int = typer.Option(64, "--size", help="LQ tile size (output is 4x)."),
-    batch: int = typer.Option(1, "--batch", help="Tiles per call."),
-    repeats: int = typer.Option(3, "--repeats", help="Timed calls per variant (after one warm-up)."),
-    compile_fast: bool = typer.Option(False, "--compile", help="Also time torch.compile of the bf16 fast path."),
-    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Also write the JSON to this file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr."),
-) -> None:
-    """Time every available backend/precision on a fixed input; prints JSON (throughput, latency, memory, error)."""
-    from tadsr_cli.engines.bench import dumps, run_bench
-
-    console = Console(stderr=True)
-
-    def split(text: str) -> list[str]:
-        return [t.strip().lower() for t in text.split(",") if t.strip()]
-
-    if size < 1 or batch < 1 or repeats < 1:
-        raise ConfigError("--size, --batch and --repeats must be >= 1")
-    report = run_bench(split(models), device=device, size=size, batch=batch, repeats=repeats,
-                       backends=split(backends), precisions=split(precisions), compile_fast=compile_fast,
-                       threads=threads, log=None if quiet else (lambda m: console.print(m, highlight=False)))
-    text = dumps(report)
-    sys.stdout.write(text + "\n")
-    if output is not None:
-        from tadsr_cli.base.atomic import atomic_write_path
-
-        with atomic_write_path(output) as tmp:
-            tmp.write_text(text + "\n")

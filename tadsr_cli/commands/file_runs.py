@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tadsr_cli.base.interrupts import sigterm_as_interrupt
 from tadsr_cli.base.messages import terminal_safe
-from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job, run_jobs, sigterm_as_interrupt
+from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job, run_jobs
 from tadsr_cli.pipeline.progress import Reporter
 from tadsr_cli.pipeline.session import Session
 from tadsr_cli.pipeline.settings import RunSettings

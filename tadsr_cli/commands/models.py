@@ -10,7 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferS
 from rich.table import Table
 
 from tadsr_cli.base.errors import CheckpointError, InputError, ModelNotFoundError
-from tadsr_cli.models import registry
+from tadsr_cli.models import catalog, download, model_cache
 from tadsr_cli.pipeline.paths import check_input_file, check_output_file
 
 
@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
 
 
-def _status(entry: registry.RegistryEntry) -> str:
-    ready = registry.model_path(entry).is_file()
+def _status(entry: catalog.RegistryEntry) -> str:
+    ready = model_cache.model_path(entry).is_file()
     if entry.embedded_file:
         return "embedded" if ready else "missing"
     return "ready" if ready else "not pulled"
@@ -39,9 +39,9 @@ def _short(description: str) -> str:
 
 def list_models() -> None:
     """Show the embedded default and the released checkpoints (details: `tadsr models info NAME`)."""
-    role = {registry.default_model_for("image"): " (default)", registry.default_model_for("video"): " (video default)"}
+    role = {catalog.default_model_for("image"): " (default)", catalog.default_model_for("video"): " (video default)"}
     rows = [(entry.name + role.get(entry.name, ""), str(entry.steps), _status(entry), _short(entry.description))
-            for entry in registry.REGISTRY.values()]
+            for entry in catalog.REGISTRY.values()]
     console = Console()
     widths = [max(len(header), *(len(r[i]) for r in rows)) for i, header in enumerate(("name", "steps", "status"))]
     # The first three columns are never shortened; the description gives way (3 = a column's padding + rule).
@@ -53,12 +53,12 @@ def list_models() -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    console.print(f"details: tadsr models info NAME; cache: {registry.cache_dir()} (TADSR_HOME moves it)",
+    console.print(f"details: tadsr models info NAME; cache: {model_cache.cache_dir()} (TADSR_HOME moves it)",
                   highlight=False)
 
 
 def _offline_hint(name: str) -> str:
-    entry = registry.REGISTRY[name]
+    entry = catalog.REGISTRY[name]
     files = [f for f in (entry.denoiser, entry.autoencoder) if f is not None]
     urls = " and ".join(f.url for f in files)
     return (f"the download failed (offline?). On a machine with internet access fetch {urls}, put the files in "
@@ -86,7 +86,7 @@ def pull_model(
             bar.update(tasks[filename], completed=done)
 
         try:
-            path = registry.pull(name, local_dir=from_dir, progress=progress, force=overwrite or force)
+            path = download.pull(name, local_dir=from_dir, progress=progress, force=overwrite or force)
         except ModelNotFoundError as exc:
             if from_dir is None and isinstance(exc.__cause__, OSError):  # network failure, not a missing file
                 raise ModelNotFoundError(f"{name}: {_offline_hint(name)} ({exc.__cause__})") from exc
@@ -103,7 +103,7 @@ def convert_model(
     """Convert local official checkpoints into one self-describing model file."""
     from tadsr_cli.models.checkpoints import load_official, save_model
 
-    entry = registry.REGISTRY.get(like)
+    entry = catalog.REGISTRY.get(like)
     if entry is None or entry.embedded_file:
         raise typer.BadParameter(f"--like must name a released model, got {like!r}")
     if output.suffix != ".safetensors":
@@ -125,18 +125,18 @@ def model_info(model: str = typer.Argument(..., help="Model name or file.")) -> 
     from tadsr_cli.models.checkpoints import read_model_config, sha256_file
 
     console = Console()
-    name = registry.model_name(model)
-    entry = registry.REGISTRY.get(name)
+    name = catalog.model_name(model)
+    entry = catalog.REGISTRY.get(name)
     if entry is not None:
         console.print(f"name: {entry.name}\ndescription: {entry.description}\nsteps: {entry.steps}\n"
                       f"status: {_status(entry)}", highlight=False)
         for label, remote in (("denoiser", entry.denoiser), ("autoencoder", entry.autoencoder)):
             if remote is not None:
                 console.print(f"{label}: {remote.url}", highlight=False)
-        if not registry.model_path(entry).is_file():
+        if not model_cache.model_path(entry).is_file():
             console.print(f"not pulled yet: tadsr models pull {entry.name}", highlight=False)
             return
-    path = registry.resolve_model_path(model)
+    path = model_cache.resolve_model_path(model)
     config = read_model_config(path)
     console.print(f"file: {path}\nsha256: {sha256_file(path)}", highlight=False)
     console.print_json(config.to_json())

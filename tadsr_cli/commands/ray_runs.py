@@ -10,8 +10,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from tadsr_cli.base.interrupts import sigterm_as_interrupt
 from tadsr_cli.commands.file_runs import finish_run, say, setup_logging
-from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job, sigterm_as_interrupt
+from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job
 from tadsr_cli.pipeline.progress import Reporter
 from tadsr_cli.pipeline.ray_cluster import ClusterInfo, WorkerShape, connected, import_ray, worker_shape
 from tadsr_cli.pipeline.session import Session

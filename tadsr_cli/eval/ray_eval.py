@@ -25,12 +25,12 @@ from tadsr_cli.pipeline.settings import RunSettings
 
 def run_model_on_cluster(runner: Any, method: Any, result: Any, suite: Any) -> None:
     """`_Runner.run_model` with the upscaling done by Ray workers (`runner`: the eval runner)."""
-    from tadsr_cli.models import registry
+    from tadsr_cli.models.catalog import REGISTRY, model_name
 
     cfg = runner.cfg
     ray = import_ray()
     model_file = Path(method.model_file or "")
-    entry = registry.REGISTRY.get(registry.model_name(method.model))
+    entry = REGISTRY.get(model_name(method.model))
     embedded = entry is not None and entry.embedded_file
     settings = RunSettings(model=replace(cfg.engine, model=method.model if embedded else None, steps=method.steps),
                            tiles=replace(cfg.tiles), color_fix=cfg.color_fix)

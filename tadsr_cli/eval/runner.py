@@ -231,14 +231,15 @@ class _Runner:
         cfg = self.cfg
         methods: list[MethodSpec] = []
         if cfg.models:
-            from tadsr_cli.models import registry
+            from tadsr_cli.models.catalog import REGISTRY, default_steps, model_name
             from tadsr_cli.models.checkpoints import read_model_config, sha256_file
+            from tadsr_cli.models.model_cache import resolve_model_path
 
             for model in cfg.models:
-                path = registry.resolve_model_path(model)  # fails early, before any work
-                name = registry.model_name(model)
-                label = name if name in registry.REGISTRY else Path(name).stem
-                steps_list = cfg.steps or [registry.default_steps(model) or 1]
+                path = resolve_model_path(model)  # fails early, before any work
+                name = model_name(model)
+                label = name if name in REGISTRY else Path(name).stem
+                steps_list = cfg.steps or [default_steps(model) or 1]
                 total = read_model_config(path).schedule.steps
                 bad = [s for s in steps_list if s not in (1, total)]
                 if bad:
@@ -407,7 +408,7 @@ class _Runner:
         self._tick(method, len(stems), len(stems))
 
     def run_model(self, method: MethodSpec, result: EvalResult, suite: MetricSuite, device: torch.device) -> None:
-        from tadsr_cli.models import registry
+        from tadsr_cli.models.model_cache import resolve_model
 
         cfg = self.cfg
         if cfg.ray is not None:
@@ -415,7 +416,7 @@ class _Runner:
 
             run_model_on_cluster(self, method, result, suite)
             return
-        model = registry.resolve_model(method.model, device="cpu")
+        model = resolve_model(method.model, device="cpu")
         if int(model.scale) != cfg.scale:
             raise ConfigError(f"model {method.model} is x{model.scale} but --scale is {cfg.scale}")
         upscaler = build_upscaler(replace(cfg.engine, device=str(device)), replace(cfg.tiles),

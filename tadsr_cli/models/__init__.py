@@ -1,1 +1,1 @@
-"""Networks, autoencoders, the ResShift schedule and samplers, model files and the model registry (layer 1)."""
+"""Networks, autoencoders, the ResShift schedule and samplers, model files, the model catalogue, cache and download (layer 1)."""

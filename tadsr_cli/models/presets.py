@@ -5,9 +5,16 @@ from __future__ import annotations
 from tadsr_cli.models.config import AutoencoderConfig, DenoiserConfig, ModelConfig, ScheduleConfig
 
 
-def official_realsr_x4(steps: int = 15, min_noise_level: float = 0.04) -> ModelConfig:
-    """The released ResShift/SinSR real-SR x4 network (Swin-UNet 118.59 M + LDM VQ-f4 55.32 M)."""
-    return ModelConfig(schedule=ScheduleConfig(steps=steps, min_noise_level=min_noise_level), prediction="x0")
+def official_realsr_x4(steps: int = 15, min_noise_level: float = 0.04, name: str = "") -> ModelConfig:
+    """The released ResShift/SinSR real-SR x4 network (Swin-UNet 118.59 M + LDM VQ-f4 55.32 M); the catalogue's
+    released entries are built with it (`models/catalog.py`)."""
+    return ModelConfig(
+        denoiser=DenoiserConfig(),  # the config defaults are the released network's
+        autoencoder=AutoencoderConfig(),
+        schedule=ScheduleConfig(steps=steps, min_noise_level=min_noise_level),
+        prediction="x0",
+        name=name,
+    )
 
 
 def tiny_test_config(prediction: str = "residual") -> ModelConfig:

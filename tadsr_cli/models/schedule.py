@@ -109,10 +109,6 @@ class ResShiftSchedule:
         return f"ResShiftSchedule(steps={self.steps}, kappa={self.kappa}, eta=[{self.etas[0]:.4g} .. {self.etas[-1]:.4g}])"
 
     # ---- indexing --------------------------------------------------------------------------------------------
-    @property
-    def last_t(self) -> int:
-        return self.steps - 1
-
     def timesteps(self, t: TimeArg, batch: int, device: torch.device | str | None = None) -> Tensor:
         """A LongTensor [batch] of step indices (ints and 0-d tensors are broadcast); range-checked when cheap."""
         if isinstance(t, int):

@@ -8,20 +8,16 @@ finished files and redoes the interrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import string
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tadsr_cli.base.errors import ConfigError, TadsrError
-from tadsr_cli.pipeline import interrupts
 from tadsr_cli.pipeline.image_read import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
 from tadsr_cli.pipeline.paths import (
     check_input_folder,
@@ -192,24 +188,6 @@ def select_shard(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
     return jobs[index::count]
 
 
-# ---- interruption ----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt for the duration (main thread only), so both stop cleanly."""
-    if threading.current_thread() is not threading.main_thread() or interrupts.active():
-        yield  # (the CLI's graceful handler already turns SIGTERM into one KeyboardInterrupt)
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 # ---- the runner ------------------------------------------------------------------------------------------------
 class Interrupted(Exception):
     """Raised by `run_jobs` after Ctrl-C/SIGTERM; carries the results so far."""
@@ -230,8 +208,10 @@ def error_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-def _precheck(job: Job, claimed: dict[Path, Path], overwrite: bool) -> FileResult | None:
-    """A result without running the job (clash, skip), None when it must run; raises for unusable outputs."""
+def precheck(job: Job, claimed: dict[Path, Path], overwrite: bool) -> FileResult | None:
+    """A result without running the job (clash, skip), None when it must run; raises for unusable outputs.
+
+    Shared by `run_jobs` and the Ray driver (`ray_batch.py`), so both skip and refuse the same outputs."""
     key = resolve(job.dst)
     if key in claimed:
         return FileResult(job.src, job.dst, "failed", f"output {job.dst} would also be written from "
@@ -268,7 +248,7 @@ def run_jobs(
     total = len(jobs)
     for i, job in enumerate(jobs):
         try:
-            res = _precheck(job, claimed, overwrite)
+            res = precheck(job, claimed, overwrite)
         except TadsrError as exc:  # a folder/device in the way, the input itself, a loop: this file fails
             res = FileResult(job.src, job.dst, "failed", error_line(exc), kind=job.kind)
         if res is not None:

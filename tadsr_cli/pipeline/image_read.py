@@ -140,12 +140,11 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode an image (see module doc); `max_pixels=None`: no size limit (data sets, evaluation).
-
-    Raises `InputError` with a one-line message for anything unreadable."""
-    path = Path(path)
-    check_input_file(path, " (use `tadsr batch` for folders)")
+def _open_header(path: Path, max_pixels: int | None, folder_hint: str = "") -> tuple[Image.Image, str, bytes]:
+    """The header check, before anything is decoded: a plain readable file, a recognised and supported format, at
+    most `max_pixels`, at least one pixel; else a one-line `InputError`. Returns the lazily opened image (the
+    caller closes it), its input format and the file's first 64 bytes."""
+    check_input_file(path, folder_hint)
     try:
         with open(path, "rb") as fh:
             head = fh.read(64)
@@ -161,7 +160,7 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
             raise InputError(f"{path}: image too large ({exc}); raise --max-pixels to allow it") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputError(f"{path}: damaged image header ({exc})") from None
-    with im:
+    try:
         fmt = INPUT_FORMATS.get(im.format or "")
         if fmt is None:
             raise InputError(f"{path}: {im.format} images are not supported ({_KNOWN})")
@@ -173,6 +172,26 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
             )
         if w < 1 or h < 1:
             raise InputError(f"{path}: image has no pixels ({w}x{h})")
+    except BaseException:
+        im.close()
+        raise
+    return im, fmt, head
+
+
+def check_header(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Raise the `InputError` that `read_image` would raise for `path`'s header, without decoding the pixels (the
+    training data's check of its files: the same accept/reject decisions as `tadsr upscale`)."""
+    im, _, _ = _open_header(Path(path), max_pixels)
+    im.close()
+
+
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode an image (see module doc); `max_pixels=None`: no size limit (data sets, evaluation).
+
+    Raises `InputError` with a one-line message for anything unreadable."""
+    path = Path(path)
+    im, fmt, head = _open_header(path, max_pixels, " (use `tadsr batch` for folders)")
+    with im:
         claimed = EXT_TO_FORMAT.get(path.suffix.lower())
         if claimed is not None and claimed != fmt:
             log.warning("%s: the content is %s, not %s as the extension says; decoding it as %s",

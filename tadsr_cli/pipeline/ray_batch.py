@@ -18,9 +18,9 @@ from typing import Any
 
 from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import InputError, OutputError, TadsrError
-from tadsr_cli.models import registry
+from tadsr_cli.models.catalog import DEFAULT_ALIAS, REGISTRY, model_name
 from tadsr_cli.models.checkpoints import read_model_config
-from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job, _precheck, error_line
+from tadsr_cli.pipeline.batch import FileResult, Interrupted, Job, error_line, precheck
 from tadsr_cli.pipeline.ray_cluster import WorkerShape
 from tadsr_cli.pipeline.ray_files import ShippedFile, put_file
 from tadsr_cli.pipeline.ray_pool import Unit, WorkerPool
@@ -46,9 +46,9 @@ def model_to_ship(session: Session) -> Path | None:
     """The model file the workers need from here: None when every kind runs an embedded model (each worker has
     those in its own installation), else the one `--model` file (a released model pulled here, or a path)."""
     chosen = session.settings.model.model
-    if chosen is None or registry.model_name(chosen) == registry.DEFAULT_ALIAS:
+    if chosen is None or model_name(chosen) == DEFAULT_ALIAS:
         return None
-    entry = registry.REGISTRY.get(registry.model_name(chosen))
+    entry = REGISTRY.get(model_name(chosen))
     if entry is not None and entry.embedded_file:
         return None
     return session.model_paths["image"]
@@ -92,7 +92,7 @@ class ClusterRun:
         claimed: dict[Path, Path] = {}
         for i, job in enumerate(jobs):
             try:
-                res = _precheck(job, claimed, settings.output.overwrite)
+                res = precheck(job, claimed, settings.output.overwrite)
             except TadsrError as exc:
                 res = FileResult(job.src, job.dst, "failed", error_line(exc), kind=job.kind)
             if res is None:

@@ -24,14 +24,8 @@ from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import InputError, OutputError
 from tadsr_cli.pipeline.ray_video_chunk import ChunkResult, ChunkTask
 
-# The local video path's own set-up steps (private there; shared so that both paths write the same bits).
-from tadsr_cli.pipeline.video import (
-    VideoOptions,
-    _check_output,
-    _encoder_spec,
-    _manifest,
-    _write_output,
-)
+# The local video path's own set-up and join steps: shared so that both paths write the same bits.
+from tadsr_cli.pipeline.video import VideoOptions, check_output, encoder_spec, work_manifest, write_output
 from tadsr_cli.pipeline.video_demux import Decoder
 from tadsr_cli.pipeline.video_format import EncoderSpec, frame_format
 from tadsr_cli.pipeline.video_mux import OutputTarget, container_name
@@ -127,10 +121,10 @@ class ClusterVideo:
             fmt = frame_format(first, vstream)
             self._target = OutputTarget(self.dst, opts.container_format, dict(opts.container_options),
                                         opts.faststart)
-            self._spec = _encoder_spec(opts, self._target, inp, vstream, fmt, self.scale)
+            self._spec = encoder_spec(opts, self._target, inp, vstream, fmt, self.scale)
             self._spec.check()
-            _, self._global_header = _check_output(self._target, inp, vstream, self._spec)
-            manifest = _manifest(self.src, self._spec, opts, container_name(self._target, inp))
+            _, self._global_header = check_output(self._target, inp, vstream, self._spec)
+            manifest = work_manifest(self.src, self._spec, opts, container_name(self._target, inp))
         finally:
             inp.close()
         pts = None if scan.problem else demux_pts(self.src, self._stream)
@@ -244,7 +238,7 @@ class ClusterVideo:
     def _join(self, segments: list[SegmentInfo], spec: EncoderSpec, target: OutputTarget) -> tuple[int, Any]:
         inp, vstream = open_video(self.src)
         try:
-            return _write_output(target, self.src, vstream, spec, segments)
+            return write_output(target, self.src, vstream, spec, segments)
         except OSError as exc:
             raise OutputError(f"{self.dst}: cannot write ({exc.strerror or exc})") from exc
         finally:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from tadsr_cli.base.devices import resolve_device
-from tadsr_cli.base.errors import ConfigError, EngineUnavailableError, InputError, OutputError
+from tadsr_cli.base.errors import ConfigError, EngineUnavailableError, OutputError
 from tadsr_cli.engines import create_engine
-from tadsr_cli.models import registry
+from tadsr_cli.models.catalog import default_steps
 from tadsr_cli.models.checkpoints import read_model_config
+from tadsr_cli.models.model_cache import resolve_model, resolve_model_path
 from tadsr_cli.pipeline import image_io
 from tadsr_cli.pipeline.batch import Job, video_extensions
 from tadsr_cli.pipeline.color_fix import ColorFixedUpscaler
@@ -29,7 +30,7 @@ def model_steps(settings: ModelSettings, model: str, model_path: Path) -> int:
     """The sampling steps to run `model` (at `model_path`) with: `--steps`, else what the model is meant for;
     1 or the model's T only."""
     total = read_model_config(model_path).schedule.steps
-    steps = settings.steps if settings.steps is not None else (registry.default_steps(model) or 1)
+    steps = settings.steps if settings.steps is not None else (default_steps(model) or 1)
     if steps not in (1, total):
         raise ConfigError(f"--steps {steps}: use 1 (one-step) or {total} (this model's schedule)")
     return steps
@@ -43,7 +44,7 @@ def build_upscaler(settings: ModelSettings, tiles: TileOptions, model_path: Path
     device = resolve_device(settings.device, local_rank=rank)  # torchrun: one GPU per process
     precision = resolve_precision(settings.precision, device, settings.backend.lower(), steps)
     if model is None:
-        model = registry.resolve_model(str(model_path))
+        model = resolve_model(str(model_path))
     opts: dict[str, Any] = {"seed": settings.seed}  # every backend accepts it (only torch's ancestral sampler uses it)
     if settings.backend.lower() != "torch":
         opts["model_path"] = model_path  # exported graphs/engines are cached next to the model file
@@ -75,7 +76,7 @@ class Session:
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
         names = {kind: settings.model.model_for(kind) for kind in self.KINDS}
-        self.model_paths = {kind: registry.resolve_model_path(name) for kind, name in names.items()}
+        self.model_paths = {kind: resolve_model_path(name) for kind, name in names.items()}
         self.steps = {kind: model_steps(settings.model, names[kind], self.model_paths[kind]) for kind in self.KINDS}
         self.model_path = self.model_paths["image"]
         self.config = read_model_config(self.model_path)
@@ -122,9 +123,8 @@ class Session:
         `wrap(upscaler)` may wrap the frame upscaler (eval measures each frame there). `resume`: an interrupted
         video continues from its last finished segment (--overwrite starts over); eval turns it off, since it must
         see every frame."""
-        video = video_module()
-        if video is None:
-            raise InputError(f"{src}: video support is not available in this installation")
+        from tadsr_cli.pipeline import video  # loaded on first use (PyAV and the video stages)
+
         options = video.VideoOptions(**self.settings.video, outscale=self.settings.image.outscale, resume=resume,
                                      restart=self.settings.output.overwrite, resume_key=self.resume_key())
         upscaler = self.video_upscaler()
@@ -143,25 +143,14 @@ class Session:
         return {"out_size": list(res.out_size)}
 
 
-def video_module() -> Any:
-    """`pipeline.video`, or None in an installation without video support (PyAV missing)."""
-    try:
-        from tadsr_cli.pipeline import video
-    except ImportError:
-        return None
-    return video
-
-
 def looks_like_video(path: Path) -> bool:
     """Content detection: a video (also a damaged one: the video reader then says what is wrong) or not.
 
     An animated GIF is an image here (its first frame is upscaled, with a warning); an unreadable, missing or
-    special file is left to the image reader, which names the cause. Without the video module: by extension.
+    special file is left to the image reader, which names the cause.
     """
     if not path.is_file():
         return False
-    if video_module() is None:
-        return path.suffix.lower() in video_extensions()
     from tadsr_cli.pipeline import video_probe
 
     try:

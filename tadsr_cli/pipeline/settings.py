@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from tadsr_cli.base.errors import ConfigError
-from tadsr_cli.models import registry
+from tadsr_cli.models.catalog import model_name
 from tadsr_cli.pipeline.batch import DEFAULT_NAME, check_template, video_extensions
 from tadsr_cli.pipeline.color_fix import COLOR_FIXES, DEFAULT_COLOR_FIX
 from tadsr_cli.pipeline.image_io import ImageOptions, normalize_ext
@@ -84,7 +84,7 @@ class ModelSettings:
 
     def model_for(self, kind: str) -> str:
         """The model name or file that runs an "image" or a "video" input."""
-        return registry.model_name(self.model, kind)
+        return model_name(self.model, kind)
 
     def noise_scale_for(self, kind: str) -> float:
         """The prior-noise temperature (x the model's own) for an image or a video."""

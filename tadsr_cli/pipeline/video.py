@@ -326,10 +326,10 @@ def upscale_video(
             raise InputError(f"{src}: no decodable video frames")
         fmt = frame_format(first, vstream)
         target = OutputTarget(dst, options.container_format, dict(options.container_options), options.faststart)
-        spec = _encoder_spec(options, target, inp, vstream, fmt, upscaler.scale)
+        spec = encoder_spec(options, target, inp, vstream, fmt, upscaler.scale)
         spec.check()
-        plan, global_header = _check_output(target, inp, vstream, spec)
-        work = WorkFolder.open(dst, _manifest(src, spec, options, container_name(target, inp)),
+        plan, global_header = check_output(target, inp, vstream, spec)
+        work = WorkFolder.open(dst, work_manifest(src, spec, options, container_name(target, inp)),
                                reuse=options.resume and not options.restart)
         try:
             resumed = work.frames_done
@@ -339,7 +339,7 @@ def upscale_video(
                 run.pump(_chain(first, frames), fmt, spec, work, global_header, expected)
             _finish_checks(run, scan, vstream, work)
             segments = list(work.done)
-            frames_out, plan = _write_output(target, src, vstream, spec, segments)
+            frames_out, plan = write_output(target, src, vstream, spec, segments)
             work.clear()
         except BaseException:
             if not (options.resume and work.done):
@@ -377,8 +377,9 @@ def _expected_frames(run: _Run, vstream: av.video.stream.VideoStream) -> tuple[P
     return scan, expected
 
 
-def _encoder_spec(options: VideoOptions, target: OutputTarget, inp: av.container.InputContainer,
-                  vstream: av.video.stream.VideoStream, fmt: VideoFormat, scale: int) -> EncoderSpec:
+def encoder_spec(options: VideoOptions, target: OutputTarget, inp: av.container.InputContainer,
+                 vstream: av.video.stream.VideoStream, fmt: VideoFormat, scale: int) -> EncoderSpec:
+    """How the output's frames are encoded (codec, pixel format, geometry, timing), from the options and input."""
     pix_fmt = choose_pix_fmt(options.pix_fmt, fmt.bits)
     return EncoderSpec(
         codec=resolve_codec(options, target.dst, container_name(target, inp)),
@@ -393,8 +394,8 @@ def _encoder_spec(options: VideoOptions, target: OutputTarget, inp: av.container
     )
 
 
-def _check_output(target: OutputTarget, inp: av.container.InputContainer, vstream: av.video.stream.VideoStream,
-                  spec: EncoderSpec) -> tuple[StreamPlan, bool]:
+def check_output(target: OutputTarget, inp: av.container.InputContainer, vstream: av.video.stream.VideoStream,
+                 spec: EncoderSpec) -> tuple[StreamPlan, bool]:
     """Open the output once before any upscaling (header only, then discarded): a container that cannot hold the
     codec fails now, not after hours; also tells whether the container wants global headers."""
     probe = target.dst.parent / f".{target.dst.name}.header-check{target.dst.suffix}"
@@ -409,8 +410,9 @@ def _check_output(target: OutputTarget, inp: av.container.InputContainer, vstrea
     return plan, global_header
 
 
-def _manifest(src: Path, spec: EncoderSpec, options: VideoOptions, container: str | None) -> dict[str, Any]:
-    """What the segments depend on: the source file and every setting that changes the encoded frames."""
+def work_manifest(src: Path, spec: EncoderSpec, options: VideoOptions, container: str | None) -> dict[str, Any]:
+    """The work folder's manifest: what the segments depend on (the source file, every setting that changes the
+    encoded frames); a resume needs an equal one."""
     st = src.stat()
     return {
         "version": 1,
@@ -437,8 +439,8 @@ def _finish_checks(run: _Run, scan: PrescanResult | None, vstream: av.video.stre
         dec.warnings.append(f"decoded {frames} frames, the container declares {scan.declared_frames}")
 
 
-def _write_output(target: OutputTarget, src: Path, vstream: av.video.stream.VideoStream, spec: EncoderSpec,
-                  segments: list[SegmentInfo]) -> tuple[int, StreamPlan]:
+def write_output(target: OutputTarget, src: Path, vstream: av.video.stream.VideoStream, spec: EncoderSpec,
+                 segments: list[SegmentInfo]) -> tuple[int, StreamPlan]:
     """Join the segments and the input's other streams into `target.dst` (atomic)."""
     if not segments:
         raise InputError(f"{src}: no decodable video frames")

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from tadsr_cli.base.errors import TrainingError
-from tadsr_cli.pipeline.image_read import IMAGE_EXTENSIONS
+from tadsr_cli.base.errors import InputError, TrainingError
+from tadsr_cli.pipeline.image_read import IMAGE_EXTENSIONS, check_header
 
 # Stream tag of the seeded hold-out split (the value it always had: changing it would change existing splits).
 _STREAM_HOLDOUT = 0x5EED_0003
@@ -68,13 +67,12 @@ def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
 
 
 def _probe(path: Path) -> str | None:
-    """None if the file looks like a readable image (header only: the reader decodes with Pillow), else the reason."""
+    """None if the file passes the reader's header check (no size limit, as the data is read), else the reason."""
     try:
-        with Image.open(path) as pil:
-            w, h = pil.size
-    except Exception as exc:  # noqa: BLE001 - any header failure means "not a readable image"
-        return f"cannot decode image file {path}: {exc}"
-    return "empty image" if w < 1 or h < 1 else None
+        check_header(path, max_pixels=None)
+    except InputError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    return None
 
 
 def check_readable(files: Sequence[Path], where: str) -> None:

@@ -170,7 +170,10 @@ class TimeAwareDiscriminator(nn.Module):
         return feats
 
     def forward(self, x_t: Tensor, t: Tensor, lq: Tensor) -> Tensor:
-        feats = self.features(x_t, t, lq)
+        return self.score(self.features(x_t, t, lq), t)
+
+    def score(self, feats: list[Tensor], t: Tensor) -> Tensor:
+        """Logits [B, N] from features that `features` computed (so a caller can use them twice)."""
         temb = timestep_embedding(t, self.time_dim).to(feats[0].dtype)
         logits = [head(film(f, temb)) for f, film, head in zip(feats, self.film, self.heads, strict=True)]
         return torch.cat(logits, dim=1)

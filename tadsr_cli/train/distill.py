@@ -1,4 +1,4 @@
-"""TAD-SR distillation (`kind: tadsr`, DESIGN.md 1.2) and `run_recipe`, the library side of `tadsr distill`.
+"""TAD-SR distillation (`kind: tadsr`, DESIGN.md 1.2): the `TrainTask` of a student run (`run.py` starts it).
 
 Per iteration, on each micro-batch (`x0 = E(hr)`, `y = E(bicubic_up(lq))`, `x_T = y + kappa sqrt(eta_T) eps`):
 
@@ -7,9 +7,11 @@ Per iteration, on each micro-batch (`x0 = E(hr)`, `y = E(bicubic_up(lq))`, `x_T 
 3. **D step** (if the GAN weight is > 0): `t ~ U{lo..hi}` (default `0..T-2`), one noise for real and fake,
    real = q(x0, y, t), fake = q(sg(x_s), y, t); hinge loss; update the heads/FiLM layers;
 4. **G step**: `w_reg L_reg + w_hfsd L_hfsd + w_gan L_G`, with `L_G = -E[D(q(x_s, y, t))]` through the frozen
-   teacher encoder (D's own parameters frozen for this step); update the student; EMA.
+   teacher encoder (D's own parameters frozen for this step); update the student; EMA. Two optional terms that are
+   not TAD-SR's: `w_fidelity` latent MSE to the ground truth, `w_feature` feature matching of q(x_s) against
+   q(x0) in the same encoder's taps (`losses.feature_match_loss`; the real taps come from the D step).
 
-Each term is logged separately: `reg`, `hfsd`, `gan_g` (unweighted), `g_total` (weighted sum), `d_loss`,
+Each term is logged separately: `reg`, `hfsd`, `gan_g`, `fidelity`, `feature` (unweighted), `g_total` (weighted sum), `d_loss`,
 `d_real`, `d_fake` (mean logits).
 """
 
@@ -26,24 +28,16 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from tadsr_cli.base.devices import resolve_device
 from tadsr_cli.base.errors import RecipeError, TrainingError
 from tadsr_cli.models.checkpoints import save_model
-from tadsr_cli.train.checkpointing import CheckpointManager
 from tadsr_cli.train.data_stream import build_train_dataset, build_validation_set
 from tadsr_cli.train.discriminator import TimeAwareDiscriminator
-from tadsr_cli.train.distributed import (
-    DistEnv,
-    average_gradients,
-    setup_distributed,
-    teardown_distributed,
-    wrap_ddp,
-)
+from tadsr_cli.train.distributed import DistEnv, average_gradients, wrap_ddp
 from tadsr_cli.train.ema import EMA, ema_weights
-from tadsr_cli.train.loop import train
 from tadsr_cli.train.losses import (
     d_hinge_loss,
     discriminator_stats,
+    feature_match_loss,
     fidelity_loss,
     g_hinge_loss,
     hfsd_loss,
@@ -53,17 +47,18 @@ from tadsr_cli.train.optim import clip_and_step, lr_at, make_adamw, set_lr
 from tadsr_cli.train.randomness import sample_noise, step_generator
 from tadsr_cli.train.recipe import check_timesteps
 from tadsr_cli.train.recipe_schema import Recipe
-from tadsr_cli.train.task import TrainResult, TrainTask, X0Predictor, load_weights_into
-from tadsr_cli.train.teacher_targets import TargetsAhead, TeacherInference, choose_engine, load_teacher
+from tadsr_cli.train.task import TrainTask, X0Predictor, load_weights_into
+from tadsr_cli.train.teacher_model import load_teacher
+from tadsr_cli.train.teacher_targets import TargetsAhead, TeacherInference, choose_engine
 from tadsr_cli.train.timing import timed
 from tadsr_cli.train.validation import validate_ema_model
 
-__all__ = ["DistillTask", "load_teacher", "make_task", "run_recipe"]
+__all__ = ["DistillTask"]
 
 
 class DistillTask(TrainTask):
     kind = "tadsr"
-    loss_names = ["g_total", "reg", "hfsd", "gan_g", "fidelity", "d_loss", "d_real", "d_fake", "d_gap", "d_acc",
+    loss_names = ["g_total", "reg", "hfsd", "gan_g", "fidelity", "feature", "d_loss", "d_real", "d_fake", "d_gap", "d_acc",
                   "d_acc_lo", "d_acc_hi"]
     # D is "learning" when real beats fake on clearly more than half of the pairs (same t and noise).
     D_ACC_WARN = 0.6
@@ -110,7 +105,7 @@ class DistillTask(TrainTask):
         self.ema = EMA(student.denoiser, recipe.ema)
         self.disc: TimeAwareDiscriminator | None = None
         self.opt_d: torch.optim.Optimizer | None = None
-        if w.gan > 0:
+        if w.gan > 0 or w.feature > 0:  # feature matching reads the same frozen-encoder taps
             torch.manual_seed(recipe.seed + 1)
             ds = recipe.discriminator
             self.disc = TimeAwareDiscriminator(
@@ -124,6 +119,7 @@ class DistillTask(TrainTask):
                 kernel=ds.kernel,
             ).to(self.device)
             self.amp.module(self.disc)
+        if self.disc is not None and w.gan > 0:
             self.d_params = list(self.disc.parameters())
             if env.distributed:  # identical start on every process (weights and spectral-norm vectors)
                 import torch.distributed as dist
@@ -268,11 +264,17 @@ class DistillTask(TrainTask):
         with self.amp.autocast():
             return self.student_net(p["x_T"], p["y"], t, p["lq"]).float()
 
-    def _disc(self, x: Tensor, p: dict[str, Any]) -> Tensor:
+    def _disc_features(self, x: Tensor, p: dict[str, Any]) -> list[Tensor]:
+        """The frozen teacher encoder's taps on x noised at the discriminator's t with its noise."""
         assert self.disc is not None
         x_t = self.teacher.schedule.q_sample(x, p["y"], p["t_d"], p["n_d"])
         with self.amp.autocast():
-            return self.disc(x_t, p["t_d"], p["lq"]).float()
+            return self.disc.features(x_t, p["t_d"], p["lq"])
+
+    def _disc_score(self, feats: list[Tensor], p: dict[str, Any]) -> Tensor:
+        assert self.disc is not None
+        with self.amp.autocast():
+            return self.disc.score(feats, p["t_d"]).float()
 
     # -- one iteration ---------------------------------------------------------------------------------------------
     def train_step(self, batches: list[dict[str, Any]], step: int) -> dict[str, Tensor]:
@@ -287,7 +289,7 @@ class DistillTask(TrainTask):
             logs = self._step(prepared, step)
         with clock.phase("bookkeeping"):
             self.ema.update(self.student.denoiser)
-            if self.disc is not None:
+            if self.opt_d is not None:
                 self._watch_discriminator(float(logs["d_acc"]), step)
         return logs
 
@@ -299,7 +301,8 @@ class DistillTask(TrainTask):
         kept: Tensor | None = None  # with one micro-batch the student runs once for both steps
 
         # ---- D step ------------------------------------------------------------------------------------------
-        if self.disc is not None and self.opt_d is not None:
+        if self.opt_d is not None:
+            assert self.disc is not None
             self.disc.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
             for p in prepared:
@@ -309,8 +312,10 @@ class DistillTask(TrainTask):
                 else:
                     with torch.no_grad():
                         fake = self._student(p)
-                real_logits = self._disc(p["x0"], p)
-                fake_logits = self._disc(fake, p)
+                real_feats = self._disc_features(p["x0"], p)
+                p["real_feats"] = [f.detach() for f in real_feats]  # the frozen encoder's: reused by the G step
+                real_logits = self._disc_score(real_feats, p)
+                fake_logits = self._disc_score(self._disc_features(fake, p), p)
                 l_d = d_hinge_loss(real_logits, fake_logits)
                 amp.backward(l_d / n)
                 logs["d_loss"] += l_d.detach() / n
@@ -360,10 +365,20 @@ class DistillTask(TrainTask):
                     l_fid = fidelity_loss(x_s, p["x0"], p["fid_w"])
                     total = total + w.fidelity * l_fid
                     logs["fidelity"] += l_fid.detach() / n
-                if self.disc is not None and step >= w.gan_start:
-                    l_gan = g_hinge_loss(self._disc(x_s, p))
+                use_gan = self.opt_d is not None and step >= w.gan_start
+                if use_gan or w.feature > 0:
+                    fake_feats = self._disc_features(x_s, p)
+                if use_gan:
+                    l_gan = g_hinge_loss(self._disc_score(fake_feats, p))
                     total = total + w.gan * l_gan
                     logs["gan_g"] += l_gan.detach() / n
+                if w.feature > 0:
+                    if "real_feats" not in p:  # no D step this run
+                        with torch.no_grad():
+                            p["real_feats"] = self._disc_features(p["x0"], p)
+                    l_fm = feature_match_loss(fake_feats, p["real_feats"])
+                    total = total + w.feature * l_fm
+                    logs["feature"] += l_fm.detach() / n
                 amp.backward(total / n)
                 logs["g_total"] += total.detach() / n
         clip_and_step(self.opt_g, self.g_params, r.optim.g.grad_clip, amp)
@@ -428,55 +443,3 @@ class DistillTask(TrainTask):
     def export(self, path: Path) -> Path:
         with ema_weights(self.student.denoiser, self.ema):
             return save_model(self.student, path)
-
-
-def make_task(recipe: Recipe, env: DistEnv, console: Console) -> TrainTask:
-    if recipe.kind == "teacher":
-        from tadsr_cli.train.teacher import TeacherTask
-
-        return TeacherTask(recipe, env, console)
-    return DistillTask(recipe, env, console)
-
-
-def run_recipe(
-    recipe: Recipe,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-    console: Console | None = None,
-    progress: bool = True,
-    keep_loss_history: bool = False,
-) -> TrainResult:
-    """Train a recipe (teacher or TAD-SR) into `out_dir` (default: `recipe.output_dir` or `runs/<name>`)."""
-    console = console or Console(stderr=True)
-    out = Path(out_dir or recipe.output_dir or Path("runs") / recipe.name)
-    if recipe.threads is not None:
-        torch.set_num_threads(recipe.threads)
-    env = setup_distributed(recipe.device)
-    try:
-        task = make_task(recipe, env, console)
-        return train(
-            task, out, resume=resume, console=console, progress=progress, keep_loss_history=keep_loss_history
-        )
-    finally:
-        teardown_distributed(env)
-
-
-def export_checkpoint(
-    recipe: Recipe, out_dir: str | Path | None = None, dest: str | Path | None = None, console: Console | None = None
-) -> Path:
-    """Write the EMA model of a run's newest checkpoint (training may still be going on) without training."""
-    console = console or Console(stderr=True)
-    out = Path(out_dir or recipe.output_dir or Path("runs") / recipe.name)
-    ckpts = CheckpointManager(out / "checkpoints", recipe.checkpoint.keep)
-    loaded = ckpts.load_latest(warn=lambda m: console.print(f"warning: {m}", highlight=False))
-    if loaded is None:
-        raise TrainingError(f"no checkpoint in {ckpts.folder} to export")
-    state, path = loaded
-    if recipe.threads is not None:
-        torch.set_num_threads(recipe.threads)
-    task = make_task(recipe, DistEnv(device=resolve_device("cpu")), console)
-    task.load_state_dict(state)
-    target = Path(dest) if dest else out / f"model-step-{int(state['step']):08d}.safetensors"
-    task.export(target)
-    console.print(f"exported the EMA model of {path} (iteration {int(state['step'])}) to {target}", highlight=False)
-    return target

@@ -132,14 +132,6 @@ def pad_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
     return np.pad(kernel, ((p, p), (p, p)))
 
 
-def pulse_kernel(kernel_size: int = 1) -> np.ndarray:
-    """The identity kernel (a single 1 in the centre)."""
-    _check_size(kernel_size)
-    kernel = np.zeros((kernel_size, kernel_size), dtype=np.float64)
-    kernel[kernel_size // 2, kernel_size // 2] = 1.0
-    return kernel
-
-
 def _sample_beta(rng: np.random.Generator, beta_range: tuple[float, float]) -> float:
     """Shape parameter: below or above 1 with equal probability (Real-ESRGAN's sampling), within the range."""
     lo, hi = beta_range

@@ -23,10 +23,8 @@ process count).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +35,7 @@ from rich.progress import Progress
 
 from tadsr_cli.base.atomic import atomic_write_path
 from tadsr_cli.base.errors import RecipeError, TrainingError
+from tadsr_cli.base.interrupts import DeferredStop
 from tadsr_cli.pipeline.progress import training_columns
 from tadsr_cli.train.checkpointing import CKPT_FORMAT, CKPT_VERSION, CheckpointManager
 from tadsr_cli.train.data_stream import DataStream
@@ -49,29 +48,6 @@ from tadsr_cli.train.validation import has_validation, run_validation
 __all__ = ["train"]
 
 Say = Callable[[str], None]
-
-
-def _signal_guard() -> tuple[dict[str, bool], Callable[[], None]]:
-    """First SIGINT/SIGTERM sets a flag (checked between iterations); a second SIGINT interrupts at once."""
-    flag = {"stop": False}
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        flag["stop"] = True
-        # a second Ctrl-C raises KeyboardInterrupt immediately
-        with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError, OSError):  # not the main thread: leave signals alone
-            previous[sig] = signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, h in previous.items():
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, h)
-
-    return flag, restore
 
 
 class _Display:
@@ -229,7 +205,7 @@ def train(
     if resume and main:
         logger.truncate_after(start)
     saver = _Saver(task, ckpts, start if resume and start > 0 else -1, say)
-    flag, restore_signals = _signal_guard()
+    signals = DeferredStop()  # Ctrl-C / SIGTERM: finish the iteration, save, stop
     display = _Display(task, console, start, main and progress, say)
     meter = _LossMeter()
     history: list[dict[str, float]] = []
@@ -245,7 +221,7 @@ def train(
             clock.start("bookkeeping")
             names = list(losses)
             reduced = reduce_scalars(
-                [float(losses[n]) for n in names] + [1.0 if flag["stop"] else 0.0], env, task.device
+                [float(losses[n]) for n in names] + [1.0 if signals.requested else 0.0], env, task.device
             )
             values = dict(zip(names, reduced[:-1], strict=True))
             step += 1
@@ -290,7 +266,7 @@ def train(
     finally:
         # A second Ctrl-C interrupts mid-iteration: nothing is saved then (the state may be half-updated);
         # the last checkpoint stays the newest one.
-        restore_signals()
+        signals.restore()
         display.stop()
         stream.close()
 

@@ -19,6 +19,7 @@ __all__ = [
     "HFSD_MODES",
     "d_hinge_loss",
     "discriminator_stats",
+    "feature_match_loss",
     "g_hinge_loss",
     "hfsd_gradient",
     "hfsd_loss",
@@ -46,6 +47,23 @@ def fidelity_loss(x_s: Tensor, x_hr: Tensor, weight: Tensor) -> Tensor:
     """Per-crop latent MSE to the ground truth, times ``weight`` (B,) (0 drops a crop), averaged over the batch."""
     per_crop = (x_s.float() - x_hr.detach().float()).pow(2).flatten(1).mean(1)
     return (per_crop * weight.to(per_crop)).mean()
+
+
+def feature_match_loss(fake: list[Tensor], real: list[Tensor]) -> Tensor:
+    """Sum over feature taps of the mean squared difference of channel-normalised features (real ones detached).
+
+    Normalising each position's feature vector to unit length (as LPIPS does) makes the taps comparable in scale
+    and the loss about what the features say, not how strong they are.
+    """
+
+    def unit(f: Tensor) -> Tensor:
+        f = f.float()
+        return f / (f.pow(2).sum(1, keepdim=True).add(1e-10).sqrt())
+
+    total = fake[0].new_zeros((), dtype=torch.float32)
+    for f, r in zip(fake, real, strict=True):
+        total = total + (unit(f) - unit(r.detach())).pow(2).sum(1).mean()
+    return total
 
 
 @torch.no_grad()

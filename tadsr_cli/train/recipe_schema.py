@@ -78,6 +78,10 @@ class LossSection:
     # bounds the student wherever it is wrong, and on clean inputs it invents texture the photo does not have.
     fidelity: float = 0.0
     fidelity_on: Literal["light", "all"] = "light"  # light: only crops from `degradation.light_prob`
+    # Feature matching: the student's output and the ground truth, noised alike (the discriminator's t and noise),
+    # compared in the frozen teacher encoder's features at the discriminator's taps (channel-normalised, as LPIPS
+    # does). Not a TAD-SR loss: a paired perceptual signal towards the photo, where the teacher is too smooth.
+    feature: float = 0.0
 
 
 @dataclass

@@ -87,19 +87,20 @@ class X0Predictor(nn.Module):
 def resolve_weights(name: str | Path) -> Path:
     """A model file, a registry name (e.g. `tadsr-tiny-x4-teacher`), or a released file stem
     (e.g. `resshift_realsrx4_s15_v1`): what `model.teacher` and `model.init` accept."""
-    from tadsr_cli.models import registry
+    from tadsr_cli.models.catalog import REGISTRY
+    from tadsr_cli.models.model_cache import resolve_model_path
 
     path = Path(name).expanduser()
     if path.is_file():
         return path
     text = str(name)
-    if text not in registry.REGISTRY:
-        for entry in registry.REGISTRY.values():
+    if text not in REGISTRY:
+        for entry in REGISTRY.values():
             if entry.denoiser is not None and Path(entry.denoiser.filename).stem == text:
                 text = entry.name
                 break
     # a registry name (neither: ModelNotFoundError, listing the known names)
-    return registry.resolve_model_path(text)
+    return resolve_model_path(text)
 
 
 def load_weights_into(model: nn.Module, path: str | Path) -> None:
