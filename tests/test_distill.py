@@ -485,3 +485,29 @@ def test_feature_term_trains_the_student_with_or_without_the_discriminator(tmp_p
     assert all((r["d_loss"] > 0.0) == (gan > 0) for r in result.losses), result.losses
     with pytest.raises(RecipeError, match="feature"):
         load_recipe(SMOKE_TADSR, _overrides(hr_folder, "loss.feature=-1"))
+
+
+def test_perceptual_term_is_the_vgg_distance_on_decoded_images(tmp_path, hr_folder):
+    from tadsr_cli.train.perceptual import PerceptualLoss
+
+    loss = PerceptualLoss(taps=2, crop=16)
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert loss(hr.clone(), hr).item() == pytest.approx(0.0, abs=1e-7)
+    sr = (hr + 0.3 * torch.randn_like(hr)).requires_grad_(True)
+    value = loss(sr, hr, torch.Generator().manual_seed(1))
+    value.backward()
+    assert value.item() > 0.01 and sr.grad is not None and sr.grad.abs().sum() > 0
+    # the same generator state draws the same windows
+    again = loss(sr.detach(), hr, torch.Generator().manual_seed(1))
+    assert again.item() == pytest.approx(value.item(), rel=1e-6)
+
+    recipe = load_recipe(SMOKE_TADSR, _overrides(
+        hr_folder, "iterations=2", "data.length=4", "log.every=1", "validation.every=0", "loss.perceptual=1",
+        "loss.perceptual_crop=16", "loss.perceptual_taps=2",
+    ))
+    result = run_recipe(recipe, tmp_path / "run", console=_quiet(), progress=False, keep_loss_history=True)
+    assert all(r["perceptual"] > 0.0 for r in result.losses), result.losses
+    for bad in ("loss.perceptual=-1", "loss.perceptual_taps=6", "loss.perceptual_crop=-2"):
+        with pytest.raises(RecipeError, match="perceptual"):
+            load_recipe(SMOKE_TADSR, _overrides(hr_folder, bad))

@@ -248,6 +248,31 @@ def test_stlpips_strict_load_and_unavailable(tmp_path: Path, monkeypatch: pytest
         stlpips.find_weights()
 
 
+def test_stlpips_vgg_loads_strictly_whole_or_truncated(tmp_path: Path) -> None:
+    """The VGG-16 variant (a training loss) loads all five slices or only the first ones; no other file passes."""
+    full = stlpips.STLPIPS.from_file(net="vgg")
+    short = stlpips.STLPIPS.from_file(net="vgg", taps=3)
+    img = _photo_crop("Garden.jpg", 64, 64)
+    blurred = cv2.GaussianBlur(img, (0, 0), 1.5)
+    a, b = stlpips.to_tensor_pm1(img), stlpips.to_tensor_pm1(blurred)
+    assert float(full(a, a)[0]) == 0.0 and float(short(a, a)[0]) == 0.0
+    # The truncated net sums exactly the full net's first three tap terms.
+    fa, fb = full.features(a), full.features(b)
+    first3 = sum(
+        getattr(full, f"lin{i}")((stlpips._unit_normalise(fa[i]) - stlpips._unit_normalise(fb[i])) ** 2).mean()
+        for i in range(3)
+    )
+    assert float(short(a, b)[0]) == pytest.approx(float(first3), rel=1e-5)
+    assert 0.0 < float(short(a, b)[0]) < float(full(a, b)[0])
+    with pytest.raises(CheckpointError, match="VGG-16"):
+        stlpips.STLPIPS.from_file(stlpips.find_weights(), net="vgg")  # the AlexNet file
+    state = torch.load(stlpips.find_weights(stlpips.VGG_WEIGHTS_RELPATH), map_location="cpu", weights_only=True)
+    state.pop("net.slice5.32.bias")
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError):
+        stlpips.STLPIPS.from_file(tmp_path / "partial.pth", net="vgg", taps=3)
+
+
 def test_lpips_reports_a_reason_when_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lpips_optional.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(stlpips.MetricUnavailable, match="lpips package is not installed"):

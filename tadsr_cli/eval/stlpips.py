@@ -36,14 +36,19 @@ from tadsr_cli.base.errors import CheckpointError
 WEIGHTS_PACKAGE = "stlpips_pytorch"
 WEIGHTS_RELPATH = ("weights", "vST0.0", "alex_shift_tolerant.pth")
 CHANNELS = (64, 192, 384, 256, 256)
+# The VGG-16 variant (same wheel, 59 MB, backbone and heads): not the eval metric; training may use it as a
+# perceptual loss (`train/perceptual.py`), so the metric that judges a model is not the one it was trained on.
+VGG_WEIGHTS_RELPATH = ("weights", "vST0.0", "vgg_shift_tolerant.pth")
+VGG_CHANNELS = (64, 128, 256, 512, 512)
 
 
 class MetricUnavailable(Exception):
     """An optional metric cannot run here (missing package or weights); the message says why."""
 
 
-def find_weights() -> Path:
-    """Path of `alex_shift_tolerant.pth` inside the installed `stlpips-pytorch` wheel (the package is not imported)."""
+def find_weights(relpath: tuple[str, ...] = WEIGHTS_RELPATH) -> Path:
+    """Path of `alex_shift_tolerant.pth` (or `relpath`) inside the installed `stlpips-pytorch` wheel (the package
+    is not imported)."""
     try:
         spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
     except (ImportError, ValueError):
@@ -51,10 +56,10 @@ def find_weights() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MetricUnavailable("stlpips-pytorch is not installed (pip install stlpips-pytorch==0.0.2 --no-deps)")
     for root in spec.submodule_search_locations:
-        path = Path(root).joinpath(*WEIGHTS_RELPATH)
+        path = Path(root).joinpath(*relpath)
         if path.is_file():
             return path
-    raise MetricUnavailable(f"stlpips-pytorch is installed but {'/'.join(WEIGHTS_RELPATH)} is missing")
+    raise MetricUnavailable(f"stlpips-pytorch is installed but {'/'.join(relpath)} is missing")
 
 
 class ScalingLayer(nn.Module):
@@ -127,36 +132,84 @@ class ShiftTolerantAlexNet(nn.Module):
         return outs
 
 
+class ShiftTolerantVGG16(nn.Module):
+    """VGG-16 features with every max-pool at stride 1 followed by a blur-pool (taps relu1_2 .. relu5_3).
+
+    Module indices follow the reference (`vgg16(pad_more=True).features` cut into five slices), so the weights file
+    loads strictly. `taps` < 5 builds only the first slices: the early taps carry the texture and cost least.
+    """
+
+    PLAN = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+    def __init__(self, taps: int = 5) -> None:
+        super().__init__()
+        if not 1 <= taps <= 5:
+            raise ValueError(f"taps must lie in 1..5, got {taps}")
+        index, cin = 0, 3
+        for level, widths in enumerate(self.PLAN[:taps]):
+            part = nn.Sequential()
+            if level > 0:
+                part.add_module(str(index), nn.MaxPool2d(2, stride=1))
+                part.add_module(str(index + 1), BlurPool(cin))
+                index += 2
+            for width in widths:
+                part.add_module(str(index), nn.Conv2d(cin, width, 3, padding=1))
+                part.add_module(str(index + 1), nn.ReLU())
+                index, cin = index + 2, width
+            self.add_module(f"slice{level + 1}", part)
+        self.taps = taps
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs = []
+        for level in range(self.taps):
+            x = getattr(self, f"slice{level + 1}")(x)
+            outs.append(x)
+        return outs
+
+
 def _unit_normalise(x: Tensor, eps: float = 1e-10) -> Tensor:
     return x / (torch.sqrt(torch.sum(x * x, dim=1, keepdim=True)) + eps)
 
 
 class STLPIPS(nn.Module):
-    """ST-LPIPS (AlexNet, shift-tolerant). `forward(a, b)` takes NCHW RGB in [-1, 1] and returns `(N,)` distances."""
+    """ST-LPIPS (shift-tolerant; AlexNet, the metric, or VGG-16). `forward(a, b)` takes NCHW RGB in [-1, 1] and
+    returns `(N,)` distances. A VGG built with `taps` < 5 sums only its first taps (a cheaper training loss)."""
 
-    def __init__(self) -> None:
+    def __init__(self, net: str = "alex", taps: int = 5) -> None:
         super().__init__()
+        if net not in ("alex", "vgg"):
+            raise ValueError(f"net must be alex or vgg, got {net!r}")
+        if net == "alex" and taps != 5:
+            raise ValueError("the AlexNet variant always uses its five taps")
+        self.net_name = net
         self.scaling_layer = ScalingLayer()
-        self.net = ShiftTolerantAlexNet()
-        for i, ch in enumerate(CHANNELS):
+        self.net = ShiftTolerantAlexNet() if net == "alex" else ShiftTolerantVGG16(taps)
+        for i, ch in enumerate((CHANNELS if net == "alex" else VGG_CHANNELS)[:taps]):
             self.add_module(f"lin{i}", LinLayer(ch))
         self.requires_grad_(False)
         self.eval()
 
     @classmethod
-    def from_file(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> STLPIPS:
-        path = Path(path) if path is not None else find_weights()
+    def from_file(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu", net: str = "alex", taps: int = 5
+    ) -> STLPIPS:
+        if path is None:
+            path = find_weights(WEIGHTS_RELPATH if net == "alex" else VGG_WEIGHTS_RELPATH)
+        path = Path(path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable/unsafe file is the same problem for the user
             raise CheckpointError(f"{path}: cannot read the ST-LPIPS weights ({exc})") from exc
-        model = cls()
+        model = cls(net, taps)
         expected = model.state_dict().keys()
+        # A truncated VGG loads the file's first slices: the rest of the file is expected but not used.
+        unused = {k for k in state if net == "vgg" and taps < 5 and _beyond_taps(k, taps)}
         missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: not the ST-LPIPS AlexNet weights (missing {missing}, unexpected {unexpected})")
-        model.load_state_dict(state, strict=True)
+        unexpected = sorted(set(state) - set(expected) - unused)
+        if missing or unexpected or (net == "vgg" and len(unused) != _vgg_tail_entries(taps)):
+            name = "AlexNet" if net == "alex" else "VGG-16"
+            raise CheckpointError(f"{path}: not the ST-LPIPS {name} weights (missing {missing}, unexpected {unexpected})")
+        model.load_state_dict({k: v for k, v in state.items() if k not in unused}, strict=True)
         return model.to(device)
 
     def features(self, x: Tensor) -> list[Tensor]:
@@ -169,6 +222,22 @@ class STLPIPS(nn.Module):
             diff = (_unit_normalise(xa) - _unit_normalise(xb)) ** 2
             total = total + getattr(self, f"lin{i}")(diff).mean(dim=(1, 2, 3))
         return total
+
+
+def _beyond_taps(key: str, taps: int) -> bool:
+    """True for the state-dict entries of VGG slices / heads past the first `taps`."""
+    parts = key.split(".")
+    if parts[0] == "net" and parts[1].startswith("slice"):
+        return int(parts[1][5:]) > taps
+    if parts[0].startswith("lin"):
+        return int(parts[0][3:]) >= taps
+    return False
+
+
+def _vgg_tail_entries(taps: int) -> int:
+    """How many entries the full VGG file has past `taps` (a blur filter and 2 tensors per conv, and one head)."""
+    plan = ShiftTolerantVGG16.PLAN
+    return sum(1 + 2 * len(widths) + 1 for widths in plan[taps:])
 
 
 def to_tensor_pm1(img: np.ndarray, device: str | torch.device = "cpu") -> Tensor:

@@ -9,9 +9,10 @@ Per iteration, on each micro-batch (`x0 = E(hr)`, `y = E(bicubic_up(lq))`, `x_T 
 4. **G step**: `w_reg L_reg + w_hfsd L_hfsd + w_gan L_G`, with `L_G = -E[D(q(x_s, y, t))]` through the frozen
    teacher encoder (D's own parameters frozen for this step); update the student; EMA. Two optional terms that are
    not TAD-SR's: `w_fidelity` latent MSE to the ground truth, `w_feature` feature matching of q(x_s) against
-   q(x0) in the same encoder's taps (`losses.feature_match_loss`; the real taps come from the D step).
+   q(x0) in the same encoder's taps (`losses.feature_match_loss`; the real taps come from the D step),
+   `w_perceptual` ST-LPIPS-VGG of the decoded output against the ground truth (`train/perceptual.py`).
 
-Each term is logged separately: `reg`, `hfsd`, `gan_g`, `fidelity`, `feature` (unweighted), `g_total` (weighted sum), `d_loss`,
+Each term is logged separately: `reg`, `hfsd`, `gan_g`, `fidelity`, `feature`, `perceptual` (unweighted), `g_total` (weighted sum), `d_loss`,
 `d_real`, `d_fake` (mean logits).
 """
 
@@ -44,6 +45,7 @@ from tadsr_cli.train.losses import (
     regression_loss,
 )
 from tadsr_cli.train.optim import clip_and_step, lr_at, make_adamw, set_lr
+from tadsr_cli.train.perceptual import PerceptualLoss
 from tadsr_cli.train.randomness import sample_noise, step_generator
 from tadsr_cli.train.recipe import check_timesteps
 from tadsr_cli.train.recipe_schema import Recipe
@@ -58,7 +60,7 @@ __all__ = ["DistillTask"]
 
 class DistillTask(TrainTask):
     kind = "tadsr"
-    loss_names = ["g_total", "reg", "hfsd", "gan_g", "fidelity", "feature", "d_loss", "d_real", "d_fake", "d_gap", "d_acc",
+    loss_names = ["g_total", "reg", "hfsd", "gan_g", "fidelity", "feature", "perceptual", "d_loss", "d_real", "d_fake", "d_gap", "d_acc",
                   "d_acc_lo", "d_acc_hi"]
     # D is "learning" when real beats fake on clearly more than half of the pairs (same t and noise).
     D_ACC_WARN = 0.6
@@ -127,6 +129,9 @@ class DistillTask(TrainTask):
                 for value in self.disc.state_dict().values():
                     dist.broadcast(value, 0)
             self.opt_d = make_adamw(self.d_params, recipe.optim.d)
+        self.perceptual = (
+            PerceptualLoss(w.perceptual_taps, w.perceptual_crop).to(self.device) if w.perceptual > 0 else None
+        )
         lo_hi = w.disc_timesteps if w.disc_timesteps is not None else [0, max(T - 2, 0)]
         self.disc_range = (int(lo_hi[0]), int(lo_hi[1]))
         self._d_acc_window: list[float] = []
@@ -246,6 +251,7 @@ class DistillTask(TrainTask):
             fid_w = torch.as_tensor(batch.get("light", [False] * B), dtype=torch.float32).to(self.device)
         cl = amp.tensor  # channels_last where the run uses it (the values are unchanged)
         return {
+            "gen": gen,
             "fid_w": fid_w,
             "lq": cl(lq),
             "x0": cl(x0),
@@ -372,6 +378,12 @@ class DistillTask(TrainTask):
                     l_gan = g_hinge_loss(self._disc_score(fake_feats, p))
                     total = total + w.gan * l_gan
                     logs["gan_g"] += l_gan.detach() / n
+                if self.perceptual is not None:
+                    decode = self.student.decode
+                    with self.amp.autocast():  # the VGG in bf16 where the run uses it: most of this term's cost
+                        l_per = self.perceptual(decode(x_s), decode(p["x0"]), p["gen"]).float()
+                    total = total + w.perceptual * l_per
+                    logs["perceptual"] += l_per.detach() / n
                 if w.feature > 0:
                     if "real_feats" not in p:  # no D step this run
                         with torch.no_grad():

@@ -283,7 +283,7 @@ def _semantic_checks(r: Recipe, lines: KeyLines) -> None:
             fail(("optim", which), "warmup and weight_decay must be >= 0")
         if o.grad_clip is not None and o.grad_clip <= 0:
             fail(("optim", which, "grad_clip"), f"must be > 0 or null, got {o.grad_clip}")
-    for key in ("reg", "hfsd", "gan", "fidelity", "feature"):
+    for key in ("reg", "hfsd", "gan", "fidelity", "feature", "perceptual"):
         if getattr(r.loss, key) < 0:
             fail(("loss", key), "loss weights must be >= 0")
     if not r.loss.hfsd_timesteps:
@@ -292,9 +292,13 @@ def _semantic_checks(r: Recipe, lines: KeyLines) -> None:
         len(r.loss.disc_timesteps) != 2 or r.loss.disc_timesteps[0] > r.loss.disc_timesteps[1]
     ):
         fail(("loss", "disc_timesteps"), f"must be [lo, hi] with lo <= hi, got {r.loss.disc_timesteps}")
+    if not 1 <= r.loss.perceptual_taps <= 5:
+        fail(("loss", "perceptual_taps"), f"must lie in 1..5, got {r.loss.perceptual_taps}")
+    if r.loss.perceptual_crop < 0:
+        fail(("loss", "perceptual_crop"), f"must be >= 0 (0: the whole crop), got {r.loss.perceptual_crop}")
     if r.loss.gan_start < 0:
         fail(("loss", "gan_start"), f"must be >= 0, got {r.loss.gan_start}")
-    if r.kind == "tadsr" and r.loss.reg + r.loss.hfsd + r.loss.gan + r.loss.fidelity + r.loss.feature == 0:
+    if r.kind == "tadsr" and r.loss.reg + r.loss.hfsd + r.loss.gan + r.loss.fidelity + r.loss.feature + r.loss.perceptual == 0:
         fail(("loss",), "all loss weights are zero")
     d = r.data
     if d.hr is None and (d.lq is None or d.gt is None):

@@ -82,6 +82,12 @@ class LossSection:
     # compared in the frozen teacher encoder's features at the discriminator's taps (channel-normalised, as LPIPS
     # does). Not a TAD-SR loss: a paired perceptual signal towards the photo, where the teacher is too smooth.
     feature: float = 0.0
+    # Perceptual: ST-LPIPS with the shift-tolerant VGG-16 (not eval's AlexNet) between the decoded student output
+    # and the ground truth, its first `perceptual_taps` slices, on one random `perceptual_crop` window per crop
+    # (train/perceptual.py). Not a TAD-SR loss either (ResShift v3 trains its teacher with LPIPS).
+    perceptual: float = 0.0
+    perceptual_taps: int = 3
+    perceptual_crop: int = 64
 
 
 @dataclass
