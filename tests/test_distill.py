@@ -498,6 +498,12 @@ def test_perceptual_term_is_the_vgg_distance_on_decoded_images(tmp_path, hr_fold
     value = loss(sr, hr, torch.Generator().manual_seed(1))
     value.backward()
     assert value.item() > 0.01 and sr.grad is not None and sr.grad.abs().sum() > 0
+    # blur: a pattern at the latent's 4-pixel period costs the blurred loss less than the plain one
+    grid = torch.zeros(1, 3, 32, 32)
+    grid[..., ::4, ::4] = 0.8
+    flat = torch.zeros(1, 3, 32, 32)
+    blurred = PerceptualLoss(taps=2, crop=0, blur=True)
+    assert 0.0 < blurred(grid, flat).item() < loss(grid, flat).item()
     # the same generator state draws the same windows
     again = loss(sr.detach(), hr, torch.Generator().manual_seed(1))
     assert again.item() == pytest.approx(value.item(), rel=1e-6)

@@ -130,7 +130,7 @@ class DistillTask(TrainTask):
                     dist.broadcast(value, 0)
             self.opt_d = make_adamw(self.d_params, recipe.optim.d)
         self.perceptual = (
-            PerceptualLoss(w.perceptual_taps, w.perceptual_crop).to(self.device) if w.perceptual > 0 else None
+            PerceptualLoss(w.perceptual_taps, w.perceptual_crop, w.perceptual_blur).to(self.device) if w.perceptual > 0 else None
         )
         lo_hi = w.disc_timesteps if w.disc_timesteps is not None else [0, max(T - 2, 0)]
         self.disc_range = (int(lo_hi[0]), int(lo_hi[1]))

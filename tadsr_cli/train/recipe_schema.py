@@ -88,6 +88,7 @@ class LossSection:
     perceptual: float = 0.0
     perceptual_taps: int = 3
     perceptual_crop: int = 64
+    perceptual_blur: bool = False  # 3x3 binomial low-pass on both images first (damps a 4-px latent-grid pattern)
 
 
 @dataclass
