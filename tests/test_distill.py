@@ -472,6 +472,10 @@ def test_feature_match_loss_is_zero_only_for_matching_features():
     fake = [f.clone().requires_grad_(True) for f in real]
     feature_match_loss([f + 0.1 * torch.randn_like(f) for f in fake], real).backward()
     assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in fake)
+    # an all-zero feature vector (a dead ReLU position) gives a finite gradient, not NaN
+    dead = torch.zeros(1, 8, 2, 2, requires_grad=True)
+    feature_match_loss([dead], [torch.randn(1, 8, 2, 2)]).backward()
+    assert torch.isfinite(dead.grad).all()
 
 
 @pytest.mark.parametrize("gan", [0.0, 0.01])

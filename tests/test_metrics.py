@@ -259,7 +259,7 @@ def test_stlpips_vgg_loads_strictly_whole_or_truncated(tmp_path: Path) -> None:
     # The truncated net sums exactly the full net's first three tap terms.
     fa, fb = full.features(a), full.features(b)
     first3 = sum(
-        getattr(full, f"lin{i}")((stlpips._unit_normalise(fa[i]) - stlpips._unit_normalise(fb[i])) ** 2).mean()
+        getattr(full, f"lin{i}")((stlpips.unit_normalise(fa[i]) - stlpips.unit_normalise(fb[i])) ** 2).mean()
         for i in range(3)
     )
     assert float(short(a, b)[0]) == pytest.approx(float(first3), rel=1e-5)

@@ -167,8 +167,10 @@ class ShiftTolerantVGG16(nn.Module):
         return outs
 
 
-def _unit_normalise(x: Tensor, eps: float = 1e-10) -> Tensor:
-    return x / (torch.sqrt(torch.sum(x * x, dim=1, keepdim=True)) + eps)
+def unit_normalise(x: Tensor, eps: float = 1e-10) -> Tensor:
+    """Each position's feature vector (dim 1) scaled to unit length. `vector_norm` gives a zero (not NaN) gradient
+    where a vector is all zero, which matters when a training loss backpropagates through this."""
+    return x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + eps)
 
 
 class STLPIPS(nn.Module):
@@ -219,7 +221,7 @@ class STLPIPS(nn.Module):
         fa, fb = self.features(a), self.features(b)
         total = a.new_zeros(a.shape[0])
         for i, (xa, xb) in enumerate(zip(fa, fb, strict=True)):
-            diff = (_unit_normalise(xa) - _unit_normalise(xb)) ** 2
+            diff = (unit_normalise(xa) - unit_normalise(xb)) ** 2
             total = total + getattr(self, f"lin{i}")(diff).mean(dim=(1, 2, 3))
         return total
 

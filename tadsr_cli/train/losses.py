@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tadsr_cli.eval.stlpips import unit_normalise
 from tadsr_cli.models.schedule import ResShiftSchedule
 
 __all__ = [
@@ -56,13 +57,9 @@ def feature_match_loss(fake: list[Tensor], real: list[Tensor]) -> Tensor:
     and the loss about what the features say, not how strong they are.
     """
 
-    def unit(f: Tensor) -> Tensor:
-        f = f.float()
-        return f / (f.pow(2).sum(1, keepdim=True).add(1e-10).sqrt())
-
     total = fake[0].new_zeros((), dtype=torch.float32)
     for f, r in zip(fake, real, strict=True):
-        total = total + (unit(f) - unit(r.detach())).pow(2).sum(1).mean()
+        total = total + (unit_normalise(f.float()) - unit_normalise(r.detach().float())).pow(2).sum(1).mean()
     return total
 
 
